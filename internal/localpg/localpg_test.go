@@ -1,0 +1,208 @@
+package localpg_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tap-postgres/tap-postgres/internal/localpg"
+	"github.com/tap-postgres/tap-postgres/internal/testpg"
+)
+
+var cluster *localpg.Cluster
+
+func TestMain(m *testing.M) { os.Exit(testpg.Run(m, &cluster)) }
+
+func connect(t *testing.T, connString string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), connString)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func TestWalLevelLogical(t *testing.T) {
+	conn := connect(t, cluster.ConnString("postgres"))
+	var level string
+	if err := conn.QueryRow(t.Context(), "SHOW wal_level").Scan(&level); err != nil {
+		t.Fatal(err)
+	}
+	if level != "logical" {
+		t.Fatalf("wal_level = %q, want logical", level)
+	}
+	var user string
+	if err := conn.QueryRow(t.Context(), "SELECT current_user").Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	if user != cluster.User {
+		t.Fatalf("current_user = %q, want %q", user, cluster.User)
+	}
+}
+
+func TestWrongPasswordRefused(t *testing.T) {
+	cfg, err := pgx.ParseConfig(cluster.ConnString("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = "definitely-wrong"
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err == nil {
+		conn.Close(context.Background())
+		t.Fatal("connecting with a wrong password succeeded")
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		t.Fatalf("error is not a *pgconn.PgError: %v", err)
+	}
+	if pgErr.Code != "28P01" {
+		t.Fatalf("SQLSTATE = %s (%v), want 28P01", pgErr.Code, err)
+	}
+}
+
+func TestCreateDatabaseOddName(t *testing.T) {
+	name := `odd "db" it's Ωmega ✓`
+	if err := cluster.CreateDatabase(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Exec(context.Background(), "postgres",
+			"DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Error(err)
+		}
+	})
+	conn := connect(t, cluster.ConnString(name))
+	var got string
+	if err := conn.QueryRow(t.Context(), "SELECT current_database()").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != name {
+		t.Fatalf("current_database() = %q, want %q", got, name)
+	}
+	if err := cluster.Exec(t.Context(), name, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExecReportsErrors(t *testing.T) {
+	db := testpg.NewDatabase(t, cluster)
+	err := cluster.Exec(t.Context(), db, "SELECT 1; SELECT * FROM no_such_table")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
+		t.Fatalf("Exec error = %v, want SQLSTATE 42P01", err)
+	}
+}
+
+func TestWal2JSONSlot(t *testing.T) {
+	db := testpg.NewDatabase(t, cluster)
+	testpg.Exec(t, cluster, db, "CREATE TABLE items (id int PRIMARY KEY, name text)")
+	conn := connect(t, cluster.ConnString(db))
+	if _, err := conn.Exec(t.Context(), "SELECT pg_create_logical_replication_slot('t_slot', 'wal2json')"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = conn.Exec(context.Background(), "SELECT pg_drop_replication_slot('t_slot')")
+	})
+	testpg.Exec(t, cluster, db, "INSERT INTO items VALUES (1, 'one')")
+	// synchronous_commit=off: the commit record becomes visible to logical
+	// decoding only once the WAL writer has flushed it (~200ms), so poll.
+	var changes []string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(changes) == 0 && time.Now().Before(deadline) {
+		rows, err := conn.Query(t.Context(), "SELECT data FROM pg_logical_slot_get_changes('t_slot', NULL, NULL)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		changes = append(changes, got...)
+		if len(changes) == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	all := strings.Join(changes, "\n")
+	if !strings.Contains(all, `"items"`) || !strings.Contains(all, `"one"`) {
+		t.Fatalf("wal2json output does not mention the insert: %s", all)
+	}
+}
+
+func TestRestartKeepsData(t *testing.T) {
+	db := testpg.NewDatabase(t, cluster)
+	testpg.Exec(t, cluster, db, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives')")
+	start := time.Now()
+	if err := cluster.Restart(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restart took %s", time.Since(start).Round(time.Millisecond))
+	conn := connect(t, cluster.ConnString(db))
+	var v string
+	if err := conn.QueryRow(t.Context(), "SELECT v FROM kept").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != "survives" {
+		t.Fatalf("got %q after restart", v)
+	}
+}
+
+// TestOwnCluster starts a second, independent cluster to exercise options.
+func TestOwnCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a second cluster")
+	}
+	var log strings.Builder
+	c, err := localpg.Start(t.Context(), localpg.Options{
+		SuperuserPassword: "other pw with 'quote'",
+		ExtraConf:         []string{"work_mem = '7MB'"},
+		HBA:               []string{"host all nobody 127.0.0.1/32 reject"},
+		Log:               &log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := c.BaseDir
+	defer func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+		if _, err := os.Stat(base); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("BaseDir %s still exists after Stop (stat err %v)", base, err)
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("second Stop: %v", err)
+		}
+		t.Logf("progress log:\n%s", log.String())
+	}()
+	if c.Port == cluster.Port {
+		t.Fatalf("second cluster got the same port %d", c.Port)
+	}
+	conn := connect(t, c.ConnString("postgres"))
+	var wm string
+	if err := conn.QueryRow(t.Context(), "SHOW work_mem").Scan(&wm); err != nil {
+		t.Fatal(err)
+	}
+	if wm != "7MB" {
+		t.Fatalf("work_mem = %q, want 7MB", wm)
+	}
+	if err := c.Exec(t.Context(), "postgres", "CREATE ROLE nobody LOGIN PASSWORD 'x'"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgx.ParseConfig(c.ConnString("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.User, cfg.Password = "nobody", "x"
+	_, err = pgx.ConnectConfig(t.Context(), cfg)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "28000" {
+		t.Fatalf("connect as nobody: err = %v, want SQLSTATE 28000 (rejected by extra HBA line)", err)
+	}
+}
