@@ -191,3 +191,10 @@ func DefinitionsFor(used map[string]bool) *Definitions {
 	}
 	return &defs
 }
+
+// StreamSchema is a stream's top-level schema: an object of its columns.
+type StreamSchema struct {
+	Type        string       `json:"type"`
+	Properties  Properties   `json:"properties"`
+	Definitions *Definitions `json:"definitions,omitempty"`
+}

@@ -1,0 +1,105 @@
+// Package connect opens PostgreSQL connections as the config describes them:
+// host, TLS mode and the session settings every connection starts with, so
+// that value output never depends on server or role defaults.
+package connect
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tap-postgres/tap-postgres/internal/config"
+)
+
+// SessionSettings are sent in the startup packet, which outranks database and
+// role defaults (ALTER ROLE ... SET TimeZone), so they always apply.
+func SessionSettings() map[string]string {
+	return map[string]string{
+		"TimeZone":           "UTC",
+		"DateStyle":          "ISO",
+		"IntervalStyle":      "postgres",
+		"bytea_output":       "hex",
+		"extra_float_digits": "3",
+		"client_encoding":    "UTF8",
+	}
+}
+
+// Connector opens connections to any database of the configured server.
+type Connector struct {
+	cfg config.Config
+	log *slog.Logger
+}
+
+// New validates what this build supports of the connection settings.
+func New(cfg config.Config, log *slog.Logger) (*Connector, error) {
+	if cfg.SSHTunnel != nil {
+		return nil, errors.New("config key \"ssh_tunnel\": SSH tunnels are not supported yet")
+	}
+	return &Connector{cfg: cfg, log: log}, nil
+}
+
+// ConnConfig builds the pgx configuration for one database.
+func (c *Connector) ConnConfig(dbname string) (*pgx.ConnConfig, error) {
+	params := []string{
+		"host=" + quote(c.cfg.Host),
+		"port=" + strconv.Itoa(c.cfg.Port),
+		"user=" + quote(c.cfg.User),
+		"dbname=" + quote(dbname),
+		"sslmode=" + quote(c.cfg.SSLMode),
+		"connect_timeout=" + strconv.Itoa(int(c.cfg.ConnectTimeout.Seconds())),
+	}
+	for key, value := range map[string]string{"sslrootcert": c.cfg.SSLRootCert, "sslcert": c.cfg.SSLCert, "sslkey": c.cfg.SSLKey} {
+		if value != "" {
+			params = append(params, key+"="+quote(value))
+		}
+	}
+	// The password is set on the parsed config, never in the string, so no
+	// parse error can echo it.
+	cc, err := pgx.ParseConfig(strings.Join(params, " "))
+	if err != nil {
+		return nil, fmt.Errorf("connection settings for database %q: %w", dbname, err)
+	}
+	cc.Password = c.cfg.Password.Reveal()
+	cc.ConnectTimeout = c.cfg.ConnectTimeout
+	for k, v := range SessionSettings() {
+		cc.RuntimeParams[k] = v
+	}
+	cc.RuntimeParams["application_name"] = c.cfg.ApplicationName
+	return cc, nil
+}
+
+// Connect opens a normal connection to dbname.
+func (c *Connector) Connect(ctx context.Context, dbname string) (*pgx.Conn, error) {
+	cc, err := c.ConnConfig(dbname)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database %q on %s:%d: %w", dbname, c.cfg.Host, c.cfg.Port, err)
+	}
+	c.log.Debug(fmt.Sprintf("connected to database %q (%s)", dbname, TLSState(conn.PgConn())))
+	return conn, nil
+}
+
+// TLSState describes the connection's encryption for the logs.
+func TLSState(pc *pgconn.PgConn) string {
+	tc, ok := pc.Conn().(*tls.Conn)
+	if !ok {
+		return "SSL off"
+	}
+	st := tc.ConnectionState()
+	return fmt.Sprintf("SSL on, %s, %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+}
+
+// quote writes a libpq keyword/value string value.
+func quote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}

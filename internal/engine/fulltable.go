@@ -1,0 +1,221 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/tap-postgres/tap-postgres/internal/discovery"
+	"github.com/tap-postgres/tap-postgres/internal/pgread"
+	"github.com/tap-postgres/tap-postgres/internal/singer"
+	"github.com/tap-postgres/tap-postgres/internal/types"
+)
+
+// syncFullTable copies a table from one snapshot, in keyset chunks when it
+// has a primary key, so that an interrupted copy resumes after the last key
+// emitted in the same version.
+func (e *Engine) syncFullTable(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
+	bm := state.Bookmark(p.id)
+	var keyCols []int
+	if !p.live.IsView() {
+		keyCols = columnIndexes(p.columns, p.live.PrimaryKey)
+	}
+	after := e.resumeKey(p, bm, keyCols)
+	version := bm.Version
+	leading := bm.Version == 0
+	if after == nil {
+		version = e.newVersion(bm.Version)
+	} else {
+		e.log.Info(fmt.Sprintf("stream %s: resuming the copy of version %d after key %v", p.id, version, bm.LastPKFetched))
+	}
+	bm.LastReplicationMethod = MethodFullTable
+	bm.Version = version
+	state.CurrentlySyncing = &p.id
+
+	if err := out.WriteSchema(singer.SchemaMessage{
+		Stream:        p.name,
+		Schema:        streamSchema(p.live, p.columns, nil),
+		KeyProperties: p.keyProperties,
+	}); err != nil {
+		return fmt.Errorf("stream %s: write SCHEMA: %w", p.id, err)
+	}
+	if leading {
+		if err := out.WriteActivateVersion(p.name, version); err != nil {
+			return err
+		}
+	}
+	if err := writeState(out, state); err != nil {
+		return err
+	}
+
+	copied, err := e.copyTable(ctx, p, state, out, keyCols, after)
+	if err != nil {
+		return fmt.Errorf("stream %s: full table copy: %w", p.id, err)
+	}
+	bm.LastPKFetched = nil
+	if err := out.WriteActivateVersion(p.name, version); err != nil {
+		return err
+	}
+	state.CurrentlySyncing = nil
+	e.log.Info(fmt.Sprintf("stream %s: copied %d rows (version %d)", p.id, copied, version))
+	return writeState(out, state)
+}
+
+// resumeKey returns the key to resume after, or nil to start a new copy.
+func (e *Engine) resumeKey(p *streamPlan, bm *singer.Bookmark, keyCols []int) [][]byte {
+	if bm.Version == 0 || bm.LastPKFetched == nil {
+		return nil
+	}
+	if keyCols == nil || len(bm.LastPKFetched) != len(keyCols) {
+		e.log.Info(fmt.Sprintf("stream %s: the interrupted copy cannot be resumed by key; copying the table again", p.id))
+		return nil
+	}
+	after := make([][]byte, len(keyCols))
+	for i, k := range keyCols {
+		v, ok := bm.LastPKFetched[p.columns[k].Name]
+		if !ok {
+			e.log.Info(fmt.Sprintf("stream %s: the primary key changed since the interrupted copy; copying the table again", p.id))
+			return nil
+		}
+		after[i] = []byte(v)
+	}
+	return after
+}
+
+// newVersion is now in epoch ms, kept above the previous version so that
+// two runs within one millisecond still order.
+func (e *Engine) newVersion(previous int64) int64 {
+	return max(e.clock().UnixMilli(), previous+1)
+}
+
+func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer, keyCols []int, after [][]byte) (int64, error) {
+	conn, err := e.conn.Connect(ctx, p.database)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	snap, err := pgread.BeginSnapshot(ctx, conn.PgConn())
+	if err != nil {
+		return 0, err
+	}
+	names := columnNames(p.columns)
+	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names, KeyColumns: keyCols}
+	bm := state.Bookmark(p.id)
+	enc := singer.NewRecordEncoder(p.name, names, bm.Version)
+	rec := newRecordWriter(e, p, enc, out)
+	m := newMetrics(e.log, p.name, e.clock)
+	var total int64
+	sinceState := 0
+	onRow := func(values [][]byte) error {
+		if err := rec.write(values); err != nil {
+			return err
+		}
+		total++
+		sinceState++
+		if sinceState < stateEvery {
+			return nil
+		}
+		if keyCols != nil {
+			bm.LastPKFetched = keyText(p.columns, keyCols, values)
+		}
+		sinceState = 0
+		m.add(stateEvery)
+		return writeState(out, state)
+	}
+	for {
+		enc.SetTimeExtracted(e.clock())
+		n, last, err := snap.ReadChunk(ctx, q, after, e.cfg.IterSize, onRow)
+		if err != nil {
+			return total, err
+		}
+		if keyCols == nil || n < e.cfg.IterSize {
+			break
+		}
+		after = last
+	}
+	m.add(int64(sinceState))
+	m.flush()
+	return total, snap.Close(ctx)
+}
+
+// recordWriter encodes rows of one stream into RECORD lines, warning once
+// per column about values it had to repair.
+type recordWriter struct {
+	e       *Engine
+	p       *streamPlan
+	enc     *singer.RecordEncoder
+	out     *singer.Writer
+	buf     []byte
+	columns []*discovery.Column
+	warned  []types.Issue
+}
+
+func newRecordWriter(e *Engine, p *streamPlan, enc *singer.RecordEncoder, out *singer.Writer) *recordWriter {
+	return &recordWriter{e: e, p: p, enc: enc, out: out, buf: make([]byte, 0, 4096), columns: p.columns, warned: make([]types.Issue, len(p.columns))}
+}
+
+// write emits one row whose values are in column order (nil = NULL).
+func (r *recordWriter) write(values [][]byte) error {
+	buf := r.enc.Begin(r.buf[:0])
+	for i, v := range values {
+		buf = r.enc.Field(buf, i)
+		if v == nil {
+			buf = append(buf, "null"...)
+			continue
+		}
+		var issue types.Issue
+		buf, issue = r.columns[i].Type.AppendJSON(buf, v)
+		if issue&^r.warned[i] != 0 {
+			r.warn(i, issue&^r.warned[i])
+		}
+	}
+	buf = r.enc.End(buf)
+	r.buf = buf
+	return r.out.WriteRecordLine(buf)
+}
+
+func (r *recordWriter) warn(i int, issue types.Issue) {
+	r.warned[i] |= issue
+	col := r.columns[i].Name
+	if issue&types.IssueClamped != 0 {
+		r.e.log.Warn(fmt.Sprintf("stream %s column %q: a date/time outside years 1..9999 (or ±infinity) was clamped to the nearest representable value", r.p.id, col))
+	}
+	if issue&types.IssueInvalidUTF8 != 0 {
+		r.e.log.Warn(fmt.Sprintf("stream %s column %q: invalid UTF-8 was replaced with U+FFFD", r.p.id, col))
+	}
+	if issue&types.IssueMalformed != 0 {
+		r.e.log.Warn(fmt.Sprintf("stream %s column %q: a value of type %s had an unexpected text form and was sent as a string", r.p.id, col, r.columns[i].SQLType))
+	}
+}
+
+func columnNames(cols []*discovery.Column) []string {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// columnIndexes finds the key columns among the synced columns; nil when
+// there is no key or a key column is not synced.
+func columnIndexes(cols []*discovery.Column, key []string) []int {
+	if len(key) == 0 {
+		return nil
+	}
+	idx := make([]int, len(key))
+	for i, k := range key {
+		idx[i] = slices.IndexFunc(cols, func(c *discovery.Column) bool { return c.Name == k })
+		if idx[i] < 0 {
+			return nil
+		}
+	}
+	return idx
+}
+
+func keyText(cols []*discovery.Column, keyCols []int, values [][]byte) map[string]string {
+	m := make(map[string]string, len(keyCols))
+	for _, k := range keyCols {
+		m[cols[k].Name] = string(values[k])
+	}
+	return m
+}

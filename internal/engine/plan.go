@@ -1,0 +1,197 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tap-postgres/tap-postgres/internal/discovery"
+	"github.com/tap-postgres/tap-postgres/internal/singer"
+)
+
+// Replication methods.
+const (
+	MethodFullTable   = "FULL_TABLE"
+	MethodIncremental = "INCREMENTAL"
+	MethodLogBased    = "LOG_BASED"
+)
+
+// streamPlan is one selected stream resolved against the live table.
+type streamPlan struct {
+	id       string
+	database string
+	schema   string
+	table    string
+	// name is the stream name in messages.
+	name   string
+	method string
+	// live is the table as it is now; columns are the ones synced, in table
+	// order.
+	live    *discovery.Table
+	columns []*discovery.Column
+	// keyProperties go to SCHEMA's key_properties.
+	keyProperties []string
+}
+
+// planSelected reads the catalog's selected streams. Tables are resolved
+// later, per database, by resolveTables.
+func (e *Engine) planSelected(catalog *singer.Catalog) ([]*streamPlan, error) {
+	var plans []*streamPlan
+	var problems []error
+	for _, s := range catalog.Streams {
+		meta := s.TableMeta()
+		selected, _, err := meta.Bool(singer.MetaSelected)
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		if !selected {
+			continue
+		}
+		p, err := e.planStream(s, meta)
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		plans = append(plans, p)
+	}
+	if err := errors.Join(problems...); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(plans, func(a, b *streamPlan) int { return cmp.Compare(a.id, b.id) })
+	return plans, nil
+}
+
+func (e *Engine) planStream(s *singer.Stream, meta singer.Meta) (*streamPlan, error) {
+	p := &streamPlan{id: s.TapStreamID}
+	var err error
+	if p.method, err = meta.String(singer.MetaReplicationMethod); err != nil {
+		return nil, err
+	}
+	p.method = strings.ToUpper(strings.TrimSpace(p.method))
+	if p.method == "" {
+		p.method = e.cfg.DefaultReplicationMethod
+	}
+	switch p.method {
+	case "":
+		return nil, fmt.Errorf("stream %s is selected but has no replication-method metadata and the config has no default_replication_method", s.TapStreamID)
+	case MethodFullTable:
+	case MethodIncremental, MethodLogBased:
+		return nil, fmt.Errorf("stream %s: replication method %s is not supported yet by this build", s.TapStreamID, p.method)
+	default:
+		return nil, fmt.Errorf("stream %s: unknown replication-method %q (FULL_TABLE, INCREMENTAL or LOG_BASED)", s.TapStreamID, p.method)
+	}
+	if p.database, err = meta.String(singer.MetaDatabaseName); err != nil {
+		return nil, err
+	}
+	if p.schema, err = meta.String(singer.MetaSchemaName); err != nil {
+		return nil, err
+	}
+	p.table = cmp.Or(s.TableName, s.Stream)
+	if p.database == "" || p.schema == "" || p.table == "" {
+		return nil, fmt.Errorf("stream %s: catalog entry lacks database-name, schema-name or table_name; run discovery again", s.TapStreamID)
+	}
+	p.name = cmp.Or(s.Stream, p.table)
+	if e.cfg.IncludeSchemasInDestinationStreamName {
+		p.name = p.schema + "_" + p.name
+	}
+	return p, nil
+}
+
+// resolveTables loads the live tables of one database's plans and chooses
+// their synced columns and keys.
+func (e *Engine) resolveTables(ctx context.Context, db string, plans []*streamPlan, catalog *singer.Catalog) error {
+	conn, err := e.conn.Connect(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	names := make([][2]string, len(plans))
+	for i, p := range plans {
+		names[i] = [2]string{p.schema, p.table}
+	}
+	tables, err := discovery.Tables(ctx, conn, discovery.Filter{Names: names}, e.typeOptions())
+	if err != nil {
+		return err
+	}
+	var problems []error
+	for _, p := range plans {
+		i := slices.IndexFunc(tables, func(t *discovery.Table) bool { return t.Schema == p.schema && t.Name == p.table })
+		if i < 0 {
+			problems = append(problems, fmt.Errorf("selected stream %s no longer exists: table %q.%q is missing or not readable in database %q",
+				p.id, p.schema, p.table, db))
+			continue
+		}
+		p.live = tables[i]
+		if err := e.chooseColumns(p, catalog.Lookup(p.id)); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// chooseColumns applies SPEC §3's column rules: automatic always, unsupported
+// never, available unless `selected: false`. Columns the catalog does not
+// know yet (added since discovery) are synced rather than silently dropped.
+func (e *Engine) chooseColumns(p *streamPlan, s *singer.Stream) error {
+	t := p.live
+	for _, c := range t.Columns {
+		if !c.Type.Supported() {
+			continue
+		}
+		meta, known := s.ColumnMeta(c.Name)
+		if slices.Contains(t.PrimaryKey, c.Name) {
+			p.columns = append(p.columns, c)
+			continue
+		}
+		if !known {
+			e.log.Info(fmt.Sprintf("stream %s: column %q is not in the catalog (added since discovery?); syncing it", p.id, c.Name))
+			p.columns = append(p.columns, c)
+			continue
+		}
+		selected, present, err := meta.Bool(singer.MetaSelected)
+		if err != nil {
+			return err
+		}
+		if !present {
+			if selected, present, err = meta.Bool(singer.MetaSelectedByDefault); err != nil {
+				return err
+			}
+			selected = selected || !present
+		}
+		if selected {
+			p.columns = append(p.columns, c)
+		}
+	}
+	for _, m := range s.Metadata {
+		if len(m.Breadcrumb) == 2 && m.Breadcrumb[0] == "properties" && t.Column(m.Breadcrumb[1]) == nil {
+			e.log.Warn(fmt.Sprintf("stream %s: catalog column %q no longer exists in the table; skipping it", p.id, m.Breadcrumb[1]))
+		}
+	}
+	if len(p.columns) == 0 {
+		return fmt.Errorf("stream %s: no column selected", p.id)
+	}
+	meta := s.TableMeta()
+	var err error
+	if t.IsView() {
+		if p.keyProperties, err = meta.Strings(singer.MetaViewKeyProperties); err != nil {
+			return err
+		}
+	} else {
+		if p.keyProperties, err = meta.Strings(singer.MetaTableKeyProperties); err != nil {
+			return err
+		}
+		if p.keyProperties == nil {
+			p.keyProperties = t.PrimaryKey
+		}
+	}
+	for _, k := range p.keyProperties {
+		if !slices.ContainsFunc(p.columns, func(c *discovery.Column) bool { return c.Name == k }) {
+			return fmt.Errorf("stream %s: key property %q is not a synced column", p.id, k)
+		}
+	}
+	return nil
+}

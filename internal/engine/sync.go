@@ -1,0 +1,89 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/tap-postgres/tap-postgres/internal/singer"
+)
+
+// Sync replicates the catalog's selected streams, starting from state, and
+// writes messages to out.
+func (e *Engine) Sync(ctx context.Context, catalog *singer.Catalog, state *singer.State, out *singer.Writer) error {
+	plans, err := e.planSelected(catalog)
+	if err != nil {
+		return err
+	}
+	if len(plans) == 0 {
+		e.log.Warn("no stream is selected in the catalog; nothing to sync")
+		return nil
+	}
+	var problems []error
+	for _, db := range databasesOf(plans) {
+		if err := e.resolveTables(ctx, db, plansIn(plans, db), catalog); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	if err := errors.Join(problems...); err != nil {
+		return err
+	}
+	plans = interruptedFirst(plans, state)
+	for _, p := range plans {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("sync interrupted: %w", context.Cause(ctx))
+		}
+		if err := e.syncStream(ctx, p, state, out); err != nil {
+			return err
+		}
+	}
+	return writeState(out, state)
+}
+
+func (e *Engine) syncStream(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
+	bm := state.Bookmark(p.id)
+	if bm.LastReplicationMethod != "" && bm.LastReplicationMethod != p.method {
+		e.log.Info(fmt.Sprintf("stream %s: replication method changed from %s to %s; starting over with a new version",
+			p.id, bm.LastReplicationMethod, p.method))
+		*bm = singer.Bookmark{}
+	}
+	switch p.method {
+	case MethodFullTable:
+		return e.syncFullTable(ctx, p, state, out)
+	}
+	return fmt.Errorf("stream %s: replication method %s is not supported", p.id, p.method)
+}
+
+func databasesOf(plans []*streamPlan) []string {
+	var dbs []string
+	for _, p := range plans {
+		if !slices.Contains(dbs, p.database) {
+			dbs = append(dbs, p.database)
+		}
+	}
+	return dbs
+}
+
+func plansIn(plans []*streamPlan, db string) []*streamPlan {
+	var out []*streamPlan
+	for _, p := range plans {
+		if p.database == db {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// interruptedFirst moves the stream named by currently_syncing to the front,
+// so an interrupted copy finishes before others start.
+func interruptedFirst(plans []*streamPlan, state *singer.State) []*streamPlan {
+	if state.CurrentlySyncing == nil {
+		return plans
+	}
+	i := slices.IndexFunc(plans, func(p *streamPlan) bool { return p.id == *state.CurrentlySyncing })
+	if i <= 0 {
+		return plans
+	}
+	return append([]*streamPlan{plans[i]}, slices.Delete(slices.Clone(plans), i, i+1)...)
+}
