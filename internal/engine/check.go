@@ -59,4 +59,3 @@ func splitJoined(err error) []error {
 	}
 	return []error{err}
 }
-

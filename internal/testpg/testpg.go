@@ -88,7 +88,10 @@ func NewDatabase(t testing.TB, c *localpg.Cluster) string {
 // superuser and fails the test on error.
 func Exec(t testing.TB, c *localpg.Cluster, db, sql string) {
 	t.Helper()
-	if err := c.Exec(t.Context(), db, sql); err != nil {
+	// Not t.Context(): that is cancelled before cleanups, which use Exec too.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Exec(ctx, db, sql); err != nil {
 		t.Fatalf("testpg: executing %q in database %q: %v", abbrev(sql, 200), db, err)
 	}
 }
