@@ -8,11 +8,17 @@ import (
 	"syscall"
 
 	"github.com/tap-postgres/tap-postgres/internal/cli"
+	"github.com/tap-postgres/tap-postgres/internal/demo"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Run(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr})
+	var code int
+	if len(os.Args) > 1 && os.Args[1] == "demo" {
+		code = demo.Run(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	} else {
+		code = cli.Run(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr})
+	}
 	stop()
 	os.Exit(code)
 }

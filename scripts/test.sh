@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command 2: the whole test suite against real PostgreSQL 15 clusters
+# the tests start themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+go vet ./...
+go test -count=1 -timeout 10m ./...
