@@ -57,13 +57,14 @@ const (
 // ParseCatalog decodes a catalog file. Problems name the stream and key.
 func ParseCatalog(data []byte) (*Catalog, error) {
 	var c Catalog
+	if !json.Valid(data) {
+		var v any
+		err := json.Unmarshal(data, &v)
+		return nil, fmt.Errorf("catalog is not valid JSON: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(&c); err != nil {
-		var syntaxErr *json.SyntaxError
-		if errors.As(err, &syntaxErr) {
-			return nil, fmt.Errorf("catalog is not valid JSON (at byte %d): %w", syntaxErr.Offset, err)
-		}
 		return nil, fmt.Errorf("catalog does not have the Singer catalog shape: %w", err)
 	}
 	if c.Streams == nil {
