@@ -148,10 +148,15 @@ type recordWriter struct {
 	buf     []byte
 	columns []*discovery.Column
 	warned  []types.Issue
+	// capture is the column whose last non-null JSON value is kept in
+	// captured (INCREMENTAL's bookmark); -1 for none.
+	capture  int
+	captured []byte
 }
 
 func newRecordWriter(e *Engine, p *streamPlan, enc *singer.RecordEncoder, out *singer.Writer) *recordWriter {
-	return &recordWriter{e: e, p: p, enc: enc, out: out, buf: make([]byte, 0, 4096), columns: p.columns, warned: make([]types.Issue, len(p.columns))}
+	return &recordWriter{e: e, p: p, enc: enc, out: out, buf: make([]byte, 0, 4096), columns: p.columns,
+		warned: make([]types.Issue, len(p.columns)), capture: -1}
 }
 
 // write emits one row whose values are in column order (nil = NULL).
@@ -164,9 +169,13 @@ func (r *recordWriter) write(values [][]byte) error {
 			continue
 		}
 		var issue types.Issue
+		start := len(buf)
 		buf, issue = r.columns[i].Type.AppendJSON(buf, v)
 		if issue&^r.warned[i] != 0 {
 			r.warn(i, issue&^r.warned[i])
+		}
+		if i == r.capture {
+			r.captured = append(r.captured[:0], buf[start:]...)
 		}
 	}
 	buf = r.enc.End(buf)

@@ -34,6 +34,8 @@ type streamPlan struct {
 	columns []*discovery.Column
 	// keyProperties go to SCHEMA's key_properties.
 	keyProperties []string
+	// replicationKey is INCREMENTAL's ordering column.
+	replicationKey string
 }
 
 // planSelected reads the catalog's selected streams. Tables are resolved
@@ -79,7 +81,14 @@ func (e *Engine) planStream(s *singer.Stream, meta singer.Meta) (*streamPlan, er
 	case "":
 		return nil, fmt.Errorf("stream %s is selected but has no replication-method metadata and the config has no default_replication_method", s.TapStreamID)
 	case MethodFullTable:
-	case MethodIncremental, MethodLogBased:
+	case MethodIncremental:
+		if p.replicationKey, err = meta.String(singer.MetaReplicationKey); err != nil {
+			return nil, err
+		}
+		if p.replicationKey == "" {
+			return nil, fmt.Errorf("stream %s uses INCREMENTAL replication but has no replication-key metadata", s.TapStreamID)
+		}
+	case MethodLogBased:
 		return nil, fmt.Errorf("stream %s: replication method %s is not supported yet by this build", s.TapStreamID, p.method)
 	default:
 		return nil, fmt.Errorf("stream %s: unknown replication-method %q (FULL_TABLE, INCREMENTAL or LOG_BASED)", s.TapStreamID, p.method)
@@ -143,7 +152,7 @@ func (e *Engine) chooseColumns(p *streamPlan, s *singer.Stream) error {
 			continue
 		}
 		meta, known := s.ColumnMeta(c.Name)
-		if slices.Contains(t.PrimaryKey, c.Name) {
+		if slices.Contains(t.PrimaryKey, c.Name) || c.Name == p.replicationKey {
 			p.columns = append(p.columns, c)
 			continue
 		}
@@ -169,6 +178,15 @@ func (e *Engine) chooseColumns(p *streamPlan, s *singer.Stream) error {
 	for _, m := range s.Metadata {
 		if len(m.Breadcrumb) == 2 && m.Breadcrumb[0] == "properties" && t.Column(m.Breadcrumb[1]) == nil {
 			e.log.Warn(fmt.Sprintf("stream %s: catalog column %q no longer exists in the table; skipping it", p.id, m.Breadcrumb[1]))
+		}
+	}
+	if p.replicationKey != "" {
+		rk := t.Column(p.replicationKey)
+		if rk == nil {
+			return fmt.Errorf("stream %s: replication-key %q is not a column of %q.%q (or is not readable)", p.id, p.replicationKey, t.Schema, t.Name)
+		}
+		if !rk.Type.Supported() {
+			return fmt.Errorf("stream %s: replication-key %q has an unsupported type %s", p.id, p.replicationKey, rk.SQLType)
 		}
 	}
 	if len(p.columns) == 0 {

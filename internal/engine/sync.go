@@ -48,9 +48,16 @@ func (e *Engine) syncStream(ctx context.Context, p *streamPlan, state *singer.St
 			p.id, bm.LastReplicationMethod, p.method))
 		*bm = singer.Bookmark{}
 	}
+	if p.method == MethodIncremental && bm.ReplicationKey != "" && bm.ReplicationKey != p.replicationKey {
+		e.log.Info(fmt.Sprintf("stream %s: replication-key changed from %q to %q; starting over with a new version",
+			p.id, bm.ReplicationKey, p.replicationKey))
+		*bm = singer.Bookmark{}
+	}
 	switch p.method {
 	case MethodFullTable:
 		return e.syncFullTable(ctx, p, state, out)
+	case MethodIncremental:
+		return e.syncIncremental(ctx, p, state, out)
 	}
 	return fmt.Errorf("stream %s: replication method %s is not supported", p.id, p.method)
 }
