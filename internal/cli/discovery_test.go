@@ -118,6 +118,11 @@ type oddTable struct{ schema, table string }
 
 var oddTables = []oddTable{
 	{"public", "CamelCase"},
+	{"public", "camelcase"},
+	{"public", " padded "},
+	{"public", "new\nline\ttab"},
+	{"dotted.schema", "dotted.table-name"},
+	{"Back\\slash%_", "100% \\ _x_"},
 	{"public", "order"},
 	{"My Schema", "Table With Spaces"},
 	{`we"ird`, `quo"ted "name"`},
@@ -143,7 +148,7 @@ func oddValue(tableIndex, id int) string {
 func createOddTables(t *testing.T, db string) {
 	t.Helper()
 	var sql strings.Builder
-	for _, s := range []string{"My Schema", `we"ird`, "it's", "Ünïcødé 表", "select"} {
+	for _, s := range []string{"My Schema", `we"ird`, "it's", "Ünïcødé 表", "select", "dotted.schema", "Back\\slash%_"} {
 		fmt.Fprintf(&sql, "CREATE SCHEMA %s;\n", ident(s))
 	}
 	for i, tb := range oddTables {
@@ -571,6 +576,42 @@ func TestColumnPrivileges(t *testing.T) {
 		t.Errorf("keyless_grant column metadata %q, want %q", got, want)
 	}
 
+	t.Run("database without CONNECT is skipped with a WARNING", func(t *testing.T) {
+		db2 := testpg.NewDatabase(t, pg)
+		testpg.Exec(t, pg, db2, fmt.Sprintf(`REVOKE ALL ON DATABASE %s FROM PUBLIC; CREATE TABLE x (id integer PRIMARY KEY)`, ident(db2)))
+		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"user": role, "password": password, "filter_dbs": db + "," + db2}))
+		r := runTap(t, cli.Env{}, "--config", cfg, "--discover")
+		if r.code != 0 {
+			t.Fatalf("discover exited %d:\n%s", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, `"`+tid+`"`) || strings.Contains(r.stdout, db2) {
+			t.Errorf("catalog should hold %s and nothing of %s:\n%s", tid, db2, r.stdout)
+		}
+		warned := false
+		for _, line := range strings.Split(r.stderr, "\n") {
+			if strings.HasPrefix(line, "WARNING ") && strings.Contains(line, db2) {
+				warned = true
+			}
+		}
+		if !warned {
+			t.Errorf("no WARNING naming %s:\n%s", db2, r.stderr)
+		}
+		// Only that database: no stream in the whole cluster is a CRITICAL.
+		cfg = writeFile(t, "config.json", configFor(db, map[string]any{"user": role, "password": password, "filter_dbs": db2}))
+		r = runTap(t, cli.Env{}, "--config", cfg, "--discover")
+		if r.code != 1 || !strings.HasPrefix(lastLine(r.stderr), "CRITICAL ") || r.stdout != "" {
+			t.Errorf("discovery of only an unreachable database: exit %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("no readable table is a CRITICAL", func(t *testing.T) {
+		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"user": role, "password": password, "filter_schemas": "public"}))
+		r := runTap(t, cli.Env{}, "--config", cfg, "--discover")
+		if r.code != 1 || !strings.HasPrefix(lastLine(r.stderr), "CRITICAL ") || r.stdout != "" {
+			t.Errorf("discovery without readable tables: exit %d, stdout %q, stderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+	})
+
 	selectStreams(catalog, map[string]any{"replication-method": "FULL_TABLE"}, tid, db+"-app-keyless_grant")
 	r := syncCatalog(t, cfg, catalog)
 	// Without its key column readable, the table is copied without a key.
@@ -618,6 +659,8 @@ func TestSelectionRules(t *testing.T) {
 		INSERT INTO t VALUES (1, 'a1', 'b1', 10), (2, 'a2', 'b2', 20);
 		CREATE TABLE other (id integer PRIMARY KEY, z text);
 		INSERT INTO other VALUES (1, 'z1');
+		CREATE VIEW tv AS SELECT id, a FROM t;
+		CREATE VIEW tv2 AS SELECT id, c FROM t;
 	`)
 	tid, otherID := db+"-public-t", db+"-public-other"
 
@@ -663,6 +706,23 @@ func TestSelectionRules(t *testing.T) {
 		}
 	})
 
+	t.Run("view key properties", func(t *testing.T) {
+		cfg := writeFile(t, "config.json", configFor(db, nil))
+		catalog := discover(t, cfg)
+		selectStreams(catalog, map[string]any{"replication-method": "FULL_TABLE"}, db+"-public-tv", db+"-public-tv2")
+		metadataAt(findStream(t, catalog, db+"-public-tv"))["view-key-properties"] = []any{"id"}
+		r := syncCatalog(t, cfg, catalog)
+		for stream, want := range map[string][]string{"tv": {"id"}, "tv2": {}} {
+			sc := messagesOf(r.messages, "SCHEMA", stream)
+			if len(sc) == 0 || !sameStrings(sc[0]["key_properties"], want) {
+				t.Errorf("view %s SCHEMA %v, want key_properties %q", stream, sc, want)
+			}
+			if n := len(records(r.messages, stream)); n != 2 {
+				t.Errorf("view %s: %d records, want 2", stream, n)
+			}
+		}
+	})
+
 	t.Run("default_replication_method", func(t *testing.T) {
 		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"default_replication_method": "FULL_TABLE"}))
 		catalog := discover(t, cfg)
@@ -696,4 +756,29 @@ func TestSelectionRules(t *testing.T) {
 			t.Errorf("records emitted for a stream without replication method:\n%s", r.stdout)
 		}
 	})
+}
+
+// TestStreamIDCollision: tap_stream_id is the reference's
+// <db>-<schema>-<table>, so schema "a-b" table "c" and schema "a" table
+// "b-c" share one id. The catalog stays usable for other streams; selecting
+// the ambiguous id is a CRITICAL.
+func TestStreamIDCollision(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `
+		CREATE SCHEMA "a-b"; CREATE TABLE "a-b".c (id integer PRIMARY KEY);
+		CREATE SCHEMA a; CREATE TABLE a."b-c" (id integer PRIMARY KEY);
+		CREATE TABLE plain (id integer PRIMARY KEY); INSERT INTO plain VALUES (1), (2);
+	`)
+	cfg := writeFile(t, "config.json", configFor(db, nil))
+	catalog := discover(t, cfg)
+	selectStreams(catalog, map[string]any{"replication-method": "FULL_TABLE"}, db+"-public-plain")
+	r := syncCatalog(t, cfg, catalog)
+	if n := len(records(r.messages, "plain")); n != 2 {
+		t.Errorf("got %d records of plain, want 2", n)
+	}
+	selectStreams(catalog, map[string]any{"replication-method": "FULL_TABLE"}, db+"-a-b-c")
+	bad := runTap(t, cli.Env{}, "--config", cfg, "--catalog", writeFile(t, "ambiguous.json", catalog))
+	if bad.code != 1 || !strings.Contains(lastLine(bad.stderr), "CRITICAL stream "+db+"-a-b-c is ambiguous") {
+		t.Errorf("selecting an ambiguous stream id: exit %d, last line %q", bad.code, lastLine(bad.stderr))
+	}
 }

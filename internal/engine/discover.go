@@ -48,6 +48,11 @@ func (e *Engine) Discover(ctx context.Context) (*singer.Catalog, error) {
 		return nil, errors.New("discovery found no tables the user can read in any database")
 	}
 	slices.SortFunc(catalog.Streams, func(a, b *singer.Stream) int { return strings.Compare(a.TapStreamID, b.TapStreamID) })
+	for i := 1; i < len(catalog.Streams); i++ {
+		if id := catalog.Streams[i].TapStreamID; id == catalog.Streams[i-1].TapStreamID {
+			e.log.Warn(fmt.Sprintf("several tables map to tap_stream_id %s (hyphens in schema or table names); that stream cannot be selected", id))
+		}
+	}
 	return catalog, nil
 }
 

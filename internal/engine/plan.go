@@ -53,6 +53,10 @@ func (e *Engine) planSelected(catalog *singer.Catalog) ([]*streamPlan, error) {
 		if !selected {
 			continue
 		}
+		if catalog.Count(s.TapStreamID) > 1 {
+			problems = append(problems, fmt.Errorf("stream %s is ambiguous: several tables map to this tap_stream_id (hyphens in schema or table names); it cannot be synced", s.TapStreamID))
+			continue
+		}
 		p, err := e.planStream(s, meta)
 		if err != nil {
 			problems = append(problems, err)

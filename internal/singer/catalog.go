@@ -71,16 +71,13 @@ func ParseCatalog(data []byte) (*Catalog, error) {
 		return nil, errors.New(`catalog has no "streams" list`)
 	}
 	var problems []error
-	seen := map[string]bool{}
 	for i, s := range c.Streams {
+		// Duplicate ids are legal here: the reference's <db>-<schema>-<table>
+		// is ambiguous for names with hyphens. Only selecting one is an error.
 		if s == nil || s.TapStreamID == "" {
 			problems = append(problems, fmt.Errorf("catalog stream #%d has no tap_stream_id", i+1))
 			continue
 		}
-		if seen[s.TapStreamID] {
-			problems = append(problems, fmt.Errorf("catalog stream %s appears twice", s.TapStreamID))
-		}
-		seen[s.TapStreamID] = true
 		for _, m := range s.Metadata {
 			if m == nil {
 				problems = append(problems, fmt.Errorf("catalog stream %s: null metadata entry", s.TapStreamID))
@@ -88,6 +85,17 @@ func ParseCatalog(data []byte) (*Catalog, error) {
 		}
 	}
 	return &c, errors.Join(problems...)
+}
+
+// Count returns how many catalog entries carry the tap_stream_id.
+func (c *Catalog) Count(id string) int {
+	n := 0
+	for _, s := range c.Streams {
+		if s.TapStreamID == id {
+			n++
+		}
+	}
+	return n
 }
 
 // Lookup returns the stream with the given tap_stream_id.
