@@ -87,3 +87,33 @@ func writeState(out *singer.Writer, st *singer.State) error {
 	}
 	return nil
 }
+
+// Columns LOG_BASED adds to every record of its streams.
+const (
+	columnDeletedAt = "_sdc_deleted_at"
+	columnLSN       = "_sdc_lsn"
+)
+
+// extraColumns are the log-only columns a stream's records carry.
+func (e *Engine) extraColumns(p *streamPlan) []string {
+	if p.method != MethodLogBased {
+		return nil
+	}
+	if e.cfg.DebugLSN {
+		return []string{columnDeletedAt, columnLSN}
+	}
+	return []string{columnDeletedAt}
+}
+
+// extraProperties declares extraColumns in the SCHEMA.
+func (e *Engine) extraProperties(p *streamPlan) types.Properties {
+	var props types.Properties
+	for _, c := range e.extraColumns(p) {
+		s := &types.Schema{Type: []string{"null", "string"}}
+		if c == columnDeletedAt {
+			s.Format = "date-time"
+		}
+		props = append(props, types.Property{Name: c, Schema: s})
+	}
+	return props
+}

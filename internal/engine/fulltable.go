@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -15,6 +16,12 @@ import (
 // has a primary key, so that an interrupted copy resumes after the last key
 // emitted in the same version.
 func (e *Engine) syncFullTable(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
+	return e.copyStream(ctx, p, state, out, "")
+}
+
+// copyStream is the copy both FULL_TABLE and LOG_BASED's first run use.
+// snapshot names an exported snapshot to read in ("" for a fresh one).
+func (e *Engine) copyStream(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer, snapshot string) error {
 	bm := state.Bookmark(p.id)
 	var keyCols []int
 	if !p.live.IsView() {
@@ -28,13 +35,13 @@ func (e *Engine) syncFullTable(ctx context.Context, p *streamPlan, state *singer
 	} else {
 		e.log.Info(fmt.Sprintf("stream %s: resuming the copy of version %d after key %v", p.id, version, bm.LastPKFetched))
 	}
-	bm.LastReplicationMethod = MethodFullTable
+	bm.LastReplicationMethod = p.method
 	bm.Version = version
 	state.CurrentlySyncing = &p.id
 
 	if err := out.WriteSchema(singer.SchemaMessage{
 		Stream:        p.name,
-		Schema:        streamSchema(p.live, p.columns, nil),
+		Schema:        streamSchema(p.live, p.columns, e.extraProperties(p)),
 		KeyProperties: p.keyProperties,
 	}); err != nil {
 		return fmt.Errorf("stream %s: write SCHEMA: %w", p.id, err)
@@ -48,7 +55,7 @@ func (e *Engine) syncFullTable(ctx context.Context, p *streamPlan, state *singer
 		return err
 	}
 
-	copied, err := e.copyTable(ctx, p, state, out, keyCols, after)
+	copied, err := e.copyTable(ctx, p, state, out, keyCols, after, snapshot)
 	if err != nil {
 		return fmt.Errorf("stream %s: full table copy: %w", p.id, err)
 	}
@@ -88,27 +95,31 @@ func (e *Engine) newVersion(previous int64) int64 {
 	return max(e.clock().UnixMilli(), previous+1)
 }
 
-func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer, keyCols []int, after [][]byte) (int64, error) {
+func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer, keyCols []int, after [][]byte, snapshot string) (int64, error) {
 	conn, err := e.conn.Connect(ctx, p.database)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	snap, err := pgread.BeginSnapshot(ctx, conn.PgConn())
+	snap, err := pgread.BeginSnapshot(ctx, conn.PgConn(), snapshot)
 	if err != nil {
 		return 0, err
 	}
 	names := columnNames(p.columns)
 	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names, KeyColumns: keyCols}
 	bm := state.Bookmark(p.id)
-	enc := singer.NewRecordEncoder(p.name, names, bm.Version)
+	enc := singer.NewRecordEncoder(p.name, append(names, e.extraColumns(p)...), bm.Version)
 	rec := newRecordWriter(e, p, enc, out)
 	m := newMetrics(e.log, p.name, e.clock)
 	var total int64
 	sinceState := 0
+	lastKey := make([][]byte, len(keyCols))
 	onRow := func(values [][]byte) error {
 		if err := rec.write(values); err != nil {
 			return err
+		}
+		for i, k := range keyCols {
+			lastKey[i] = append(lastKey[i][:0], values[k]...)
 		}
 		total++
 		sinceState++
@@ -116,7 +127,7 @@ func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.Sta
 			return nil
 		}
 		if keyCols != nil {
-			bm.LastPKFetched = keyText(p.columns, keyCols, values)
+			bm.LastPKFetched = keyText(p.columns, keyCols, lastKey)
 		}
 		sinceState = 0
 		m.add(stateEvery)
@@ -126,6 +137,12 @@ func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.Sta
 		enc.SetTimeExtracted(e.clock())
 		n, last, err := snap.ReadChunk(ctx, q, after, e.cfg.IterSize, onRow)
 		if err != nil {
+			if ctx.Err() != nil && keyCols != nil && total > 0 {
+				// Stopped by a signal: leave a STATE that covers exactly what
+				// went out, so the next run resumes right after it.
+				bm.LastPKFetched = keyText(p.columns, keyCols, lastKey)
+				err = errors.Join(err, writeState(out, state))
+			}
 			return total, err
 		}
 		if keyCols == nil || n < e.cfg.IterSize {
@@ -148,6 +165,9 @@ type recordWriter struct {
 	buf     []byte
 	columns []*discovery.Column
 	warned  []types.Issue
+	// nullTail closes a copied row of a LOG_BASED stream: its log-only
+	// columns (_sdc_deleted_at, _sdc_lsn) are null.
+	nullTail []byte
 	// capture is the column whose last non-null JSON value is kept in
 	// captured (INCREMENTAL's bookmark); -1 for none.
 	capture  int
@@ -155,8 +175,12 @@ type recordWriter struct {
 }
 
 func newRecordWriter(e *Engine, p *streamPlan, enc *singer.RecordEncoder, out *singer.Writer) *recordWriter {
-	return &recordWriter{e: e, p: p, enc: enc, out: out, buf: make([]byte, 0, 4096), columns: p.columns,
+	r := &recordWriter{e: e, p: p, enc: enc, out: out, buf: make([]byte, 0, 4096), columns: p.columns,
 		warned: make([]types.Issue, len(p.columns)), capture: -1}
+	for i := range e.extraColumns(p) {
+		r.nullTail = append(append(append(r.nullTail, ','), enc.Key(len(p.columns)+i)...), "null"...)
+	}
+	return r
 }
 
 // write emits one row whose values are in column order (nil = NULL).
@@ -178,6 +202,7 @@ func (r *recordWriter) write(values [][]byte) error {
 			r.captured = append(r.captured[:0], buf[start:]...)
 		}
 	}
+	buf = append(buf, r.nullTail...)
 	buf = r.enc.End(buf)
 	r.buf = buf
 	return r.out.WriteRecordLine(buf)
@@ -221,10 +246,11 @@ func columnIndexes(cols []*discovery.Column, key []string) []int {
 	return idx
 }
 
-func keyText(cols []*discovery.Column, keyCols []int, values [][]byte) map[string]string {
+// keyText maps key column names to the key's values (in keyCols order).
+func keyText(cols []*discovery.Column, keyCols []int, key [][]byte) map[string]string {
 	m := make(map[string]string, len(keyCols))
-	for _, k := range keyCols {
-		m[cols[k].Name] = string(values[k])
+	for i, k := range keyCols {
+		m[cols[k].Name] = string(key[i])
 	}
 	return m
 }

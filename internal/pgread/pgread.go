@@ -21,10 +21,19 @@ type Snapshot struct {
 	conn *pgconn.PgConn
 }
 
-// BeginSnapshot starts the copy's transaction on conn.
-func BeginSnapshot(ctx context.Context, conn *pgconn.PgConn) (*Snapshot, error) {
+// BeginSnapshot starts the copy's transaction on conn, in the exported
+// snapshot named by exported when it is not empty.
+func BeginSnapshot(ctx context.Context, conn *pgconn.PgConn, exported string) (*Snapshot, error) {
 	if err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").Close(); err != nil {
 		return nil, fmt.Errorf("begin snapshot: %w", err)
+	}
+	if exported != "" {
+		// SET TRANSACTION SNAPSHOT takes no parameters; the name comes from
+		// the server, and is quoted as a literal all the same.
+		sql := "SET TRANSACTION SNAPSHOT '" + strings.ReplaceAll(exported, "'", "''") + "'"
+		if err := conn.Exec(ctx, sql).Close(); err != nil {
+			return nil, fmt.Errorf("import snapshot %s: %w", exported, err)
+		}
 	}
 	return &Snapshot{conn: conn}, nil
 }

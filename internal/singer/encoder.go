@@ -70,5 +70,8 @@ func (e *RecordEncoder) Field(dst []byte, i int) []byte {
 	return append(dst, e.keys[i]...)
 }
 
+// Key is column i's `"name":` prefix.
+func (e *RecordEncoder) Key(i int) []byte { return e.keys[i] }
+
 // End finishes the record line, newline included.
 func (e *RecordEncoder) End(dst []byte) []byte { return append(dst, e.tail...) }

@@ -1,0 +1,420 @@
+// Package logical is the PostgreSQL side of LOG_BASED replication: slots,
+// the replication stream, and wal2json decoders that turn plugin output into
+// Change values. It knows nothing of Singer.
+package logical
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Action is a wal2json change kind.
+type Action byte
+
+// wal2json actions (format 2 letters; format 1 kinds map onto them).
+const (
+	ActionBegin    Action = 'B'
+	ActionCommit   Action = 'C'
+	ActionInsert   Action = 'I'
+	ActionUpdate   Action = 'U'
+	ActionDelete   Action = 'D'
+	ActionTruncate Action = 'T'
+	ActionMessage  Action = 'M'
+)
+
+// Column is one column value of a change, in PostgreSQL's text form as the
+// tap's formatter expects it: strings unescaped, numbers and booleans as
+// written (never through a float), Null for SQL NULL.
+type Column struct {
+	Name  string
+	Type  string
+	Value []byte
+	Null  bool
+}
+
+// Change is one decoded wal2json message. A decoder reuses a Change's
+// buffers: values are valid until the next decode into it.
+type Change struct {
+	Action    Action
+	Schema    string
+	Table     string
+	Timestamp string
+	// Columns is the new row (insert, update); unchanged TOAST values are
+	// absent from it.
+	Columns []Column
+	// Identity is the old key, or the whole old row under REPLICA IDENTITY
+	// FULL (update, delete).
+	Identity []Column
+	// buf holds unescaped strings so that values need no allocation.
+	buf []byte
+}
+
+// Find returns the named column of cols, or nil.
+func Find(cols []Column, name string) *Column {
+	for i := range cols {
+		if cols[i].Name == name {
+			return &cols[i]
+		}
+	}
+	return nil
+}
+
+// DecodeV2 decodes one wal2json format-version 2 message into c.
+func DecodeV2(data []byte, c *Change) error {
+	c.Action, c.Schema, c.Table, c.Timestamp = 0, "", "", ""
+	c.Columns, c.Identity, c.buf = c.Columns[:0], c.Identity[:0], c.buf[:0]
+	// Strings are unescaped into buf; reserving the input's size up front
+	// keeps earlier slices of buf valid (no reallocation while decoding).
+	if cap(c.buf) < len(data) {
+		c.buf = make([]byte, 0, len(data))
+	}
+	s := scanner{data: data}
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "action":
+			v, err := s.str(c)
+			if err != nil {
+				return err
+			}
+			if len(v) != 1 || !validAction(Action(v[0])) {
+				return fmt.Errorf("unknown action %q", v)
+			}
+			c.Action = Action(v[0])
+		case "schema":
+			v, err := s.str(c)
+			c.Schema = string(v)
+			return err
+		case "table":
+			v, err := s.str(c)
+			c.Table = string(v)
+			return err
+		case "timestamp":
+			v, err := s.str(c)
+			c.Timestamp = string(v)
+			return err
+		case "columns":
+			c.Columns = c.Columns[:0]
+			return s.columns(c, &c.Columns)
+		case "identity":
+			c.Identity = c.Identity[:0]
+			return s.columns(c, &c.Identity)
+		default:
+			return s.skip()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("wal2json message: %w", err)
+	}
+	if s.skipSpace(); s.i != len(s.data) {
+		return errors.New("wal2json message: trailing data")
+	}
+	if c.Action == 0 {
+		return errors.New(`wal2json message: no "action"`)
+	}
+	return nil
+}
+
+func validAction(a Action) bool {
+	switch a {
+	case ActionBegin, ActionCommit, ActionInsert, ActionUpdate, ActionDelete, ActionTruncate, ActionMessage:
+		return true
+	}
+	return false
+}
+
+// scanner is a minimal JSON reader for wal2json's flat messages.
+type scanner struct {
+	data []byte
+	i    int
+}
+
+var errSyntax = errors.New("malformed JSON")
+
+func (s *scanner) skipSpace() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) expect(c byte) error {
+	s.skipSpace()
+	if s.i >= len(s.data) || s.data[s.i] != c {
+		return errSyntax
+	}
+	s.i++
+	return nil
+}
+
+func (s *scanner) peek() byte {
+	s.skipSpace()
+	if s.i >= len(s.data) {
+		return 0
+	}
+	return s.data[s.i]
+}
+
+// object calls field for each key; field must consume the value.
+func (s *scanner) object(field func(key []byte) error) error {
+	if err := s.expect('{'); err != nil {
+		return err
+	}
+	if s.peek() == '}' {
+		s.i++
+		return nil
+	}
+	var keyBuf Change
+	for {
+		keyBuf.buf = keyBuf.buf[:0]
+		key, err := s.str(&keyBuf)
+		if err != nil {
+			return err
+		}
+		if err := s.expect(':'); err != nil {
+			return err
+		}
+		if err := field(key); err != nil {
+			return err
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return errSyntax
+		}
+	}
+}
+
+// columns reads an array of {"name","type","typeoid","value"} objects.
+func (s *scanner) columns(c *Change, out *[]Column) error {
+	if s.peek() == 'n' {
+		return s.literal("null")
+	}
+	if err := s.expect('['); err != nil {
+		return err
+	}
+	if s.peek() == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		var col Column
+		err := s.object(func(key []byte) error {
+			switch string(key) {
+			case "name":
+				v, err := s.str(c)
+				col.Name = string(v)
+				return err
+			case "type":
+				v, err := s.str(c)
+				col.Type = string(v)
+				return err
+			case "value":
+				v, null, err := s.value(c)
+				col.Value, col.Null = v, null
+				return err
+			}
+			return s.skip()
+		})
+		if err != nil {
+			return err
+		}
+		*out = append(*out, col)
+		switch s.peek() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil
+		default:
+			return errSyntax
+		}
+	}
+}
+
+// value reads a column value: a string (unescaped), a number or boolean
+// (raw text), or null. Objects and arrays are not wal2json values.
+func (s *scanner) value(c *Change) ([]byte, bool, error) {
+	switch b := s.peek(); {
+	case b == '"':
+		v, err := s.str(c)
+		return v, false, err
+	case b == 'n':
+		return nil, true, s.literal("null")
+	case b == 't', b == 'f':
+		start := s.i
+		word := "true"
+		if b == 'f' {
+			word = "false"
+		}
+		if err := s.literal(word); err != nil {
+			return nil, false, err
+		}
+		return s.data[start:s.i], false, nil
+	case b == '-' || b >= '0' && b <= '9':
+		start := s.i
+		s.i++
+		for s.i < len(s.data) && isNumberByte(s.data[s.i]) {
+			s.i++
+		}
+		return s.data[start:s.i], false, nil
+	}
+	return nil, false, errSyntax
+}
+
+func isNumberByte(b byte) bool {
+	return b >= '0' && b <= '9' || b == '.' || b == 'e' || b == 'E' || b == '+' || b == '-'
+}
+
+func (s *scanner) literal(word string) error {
+	s.skipSpace()
+	if len(s.data)-s.i < len(word) || string(s.data[s.i:s.i+len(word)]) != word {
+		return errSyntax
+	}
+	s.i += len(word)
+	return nil
+}
+
+// str reads a JSON string. Strings without escapes are returned as slices
+// of the input; others are unescaped into c.buf.
+func (s *scanner) str(c *Change) ([]byte, error) {
+	if err := s.expect('"'); err != nil {
+		return nil, err
+	}
+	start := s.i
+	for s.i < len(s.data) {
+		switch b := s.data[s.i]; {
+		case b == '"':
+			s.i++
+			return s.data[start : s.i-1], nil
+		case b == '\\':
+			return s.unescape(c, start)
+		case b < 0x20:
+			return nil, errSyntax
+		}
+		s.i++
+	}
+	return nil, errSyntax
+}
+
+func (s *scanner) unescape(c *Change, start int) ([]byte, error) {
+	from := len(c.buf)
+	c.buf = append(c.buf, s.data[start:s.i]...)
+	for s.i < len(s.data) {
+		b := s.data[s.i]
+		switch {
+		case b == '"':
+			s.i++
+			return c.buf[from:len(c.buf):len(c.buf)], nil
+		case b < 0x20:
+			return nil, errSyntax
+		case b != '\\':
+			c.buf = append(c.buf, b)
+			s.i++
+			continue
+		}
+		if s.i+1 >= len(s.data) {
+			return nil, errSyntax
+		}
+		esc := s.data[s.i+1]
+		s.i += 2
+		switch esc {
+		case '"', '\\', '/':
+			c.buf = append(c.buf, esc)
+		case 'b':
+			c.buf = append(c.buf, '\b')
+		case 'f':
+			c.buf = append(c.buf, '\f')
+		case 'n':
+			c.buf = append(c.buf, '\n')
+		case 'r':
+			c.buf = append(c.buf, '\r')
+		case 't':
+			c.buf = append(c.buf, '\t')
+		case 'u':
+			r, ok := s.hex4()
+			if !ok {
+				return nil, errSyntax
+			}
+			if utf16.IsSurrogate(r) {
+				r2 := utf8.RuneError
+				if s.i+1 < len(s.data) && s.data[s.i] == '\\' && s.data[s.i+1] == 'u' {
+					save := s.i
+					s.i += 2
+					if lo, ok := s.hex4(); ok {
+						if d := utf16.DecodeRune(r, lo); d != utf8.RuneError {
+							r2 = d
+						} else {
+							s.i = save
+						}
+					} else {
+						return nil, errSyntax
+					}
+				}
+				r = r2
+			}
+			c.buf = utf8.AppendRune(c.buf, r)
+		default:
+			return nil, errSyntax
+		}
+	}
+	return nil, errSyntax
+}
+
+func (s *scanner) hex4() (rune, bool) {
+	if len(s.data)-s.i < 4 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(s.data[s.i:s.i+4]), 16, 32)
+	if err != nil {
+		return 0, false
+	}
+	s.i += 4
+	return rune(v), true
+}
+
+// skip consumes any JSON value.
+func (s *scanner) skip() error {
+	switch b := s.peek(); b {
+	case '{':
+		return s.object(func([]byte) error { return s.skip() })
+	case '[':
+		s.i++
+		if s.peek() == ']' {
+			s.i++
+			return nil
+		}
+		for {
+			if err := s.skip(); err != nil {
+				return err
+			}
+			switch s.peek() {
+			case ',':
+				s.i++
+			case ']':
+				s.i++
+				return nil
+			default:
+				return errSyntax
+			}
+		}
+	case '"':
+		var scratch Change
+		_, err := s.str(&scratch)
+		return err
+	default:
+		_, _, err := s.value(&Change{})
+		return err
+	}
+}
