@@ -93,7 +93,6 @@ func (e *Engine) planStream(s *singer.Stream, meta singer.Meta) (*streamPlan, er
 			return nil, fmt.Errorf("stream %s uses INCREMENTAL replication but has no replication-key metadata", s.TapStreamID)
 		}
 	case MethodLogBased:
-		return nil, fmt.Errorf("stream %s: replication method %s is not supported yet by this build", s.TapStreamID, p.method)
 	default:
 		return nil, fmt.Errorf("stream %s: unknown replication-method %q (FULL_TABLE, INCREMENTAL or LOG_BASED)", s.TapStreamID, p.method)
 	}

@@ -12,6 +12,10 @@ import (
 // Sync replicates the catalog's selected streams, starting from state, and
 // writes messages to out.
 func (e *Engine) Sync(ctx context.Context, catalog *singer.Catalog, state *singer.State, out *singer.Writer) error {
+	runStart := e.clock()
+	// The acknowledgement may only confirm what the target had committed:
+	// the state as given, before this run changes it.
+	startState := state.Clone()
 	plans, err := e.planSelected(catalog)
 	if err != nil {
 		return err
@@ -29,8 +33,14 @@ func (e *Engine) Sync(ctx context.Context, catalog *singer.Catalog, state *singe
 	if err := errors.Join(problems...); err != nil {
 		return err
 	}
-	plans = interruptedFirst(plans, state)
 	for _, p := range plans {
+		e.resetChangedBookmark(p, state)
+	}
+	logDBs, err := e.prepareLogBased(ctx, plans, state)
+	if err != nil {
+		return err
+	}
+	for _, p := range interruptedFirst(plans, state) {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("sync interrupted: %w", context.Cause(ctx))
 		}
@@ -38,26 +48,39 @@ func (e *Engine) Sync(ctx context.Context, catalog *singer.Catalog, state *singe
 			return err
 		}
 	}
+	for _, ld := range logDBs {
+		if err := e.streamDatabase(ctx, ld, catalog, state, startState, out, runStart); err != nil {
+			return err
+		}
+	}
 	return writeState(out, state)
 }
 
-func (e *Engine) syncStream(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
+// resetChangedBookmark wipes a stream's bookmark when its replication method
+// or key changed: a new version and a full copy, as a table reset.
+func (e *Engine) resetChangedBookmark(p *streamPlan, state *singer.State) {
 	bm := state.Bookmark(p.id)
-	if bm.LastReplicationMethod != "" && bm.LastReplicationMethod != p.method {
+	switch {
+	case bm.LastReplicationMethod != "" && bm.LastReplicationMethod != p.method:
 		e.log.Info(fmt.Sprintf("stream %s: replication method changed from %s to %s; starting over with a new version",
 			p.id, bm.LastReplicationMethod, p.method))
-		*bm = singer.Bookmark{}
-	}
-	if p.method == MethodIncremental && bm.ReplicationKey != "" && bm.ReplicationKey != p.replicationKey {
+	case p.method == MethodIncremental && bm.ReplicationKey != "" && bm.ReplicationKey != p.replicationKey:
 		e.log.Info(fmt.Sprintf("stream %s: replication-key changed from %q to %q; starting over with a new version",
 			p.id, bm.ReplicationKey, p.replicationKey))
-		*bm = singer.Bookmark{}
+	default:
+		return
 	}
+	*bm = singer.Bookmark{}
+}
+
+func (e *Engine) syncStream(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
 	switch p.method {
 	case MethodFullTable:
 		return e.syncFullTable(ctx, p, state, out)
 	case MethodIncremental:
 		return e.syncIncremental(ctx, p, state, out)
+	case MethodLogBased:
+		return e.copyLogBased(ctx, p, state, out)
 	}
 	return fmt.Errorf("stream %s: replication method %s is not supported", p.id, p.method)
 }

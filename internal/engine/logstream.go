@@ -1,0 +1,606 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tap-postgres/tap-postgres/internal/discovery"
+	"github.com/tap-postgres/tap-postgres/internal/logical"
+	"github.com/tap-postgres/tap-postgres/internal/singer"
+	"github.com/tap-postgres/tap-postgres/internal/types"
+)
+
+// receiveWait is how long one receive waits before stop conditions are
+// checked again.
+const receiveWait = time.Second
+
+// stateInterval is the longest a run streams changes without a STATE.
+const stateInterval = 5 * time.Second
+
+// logStream is one selected stream as the change stream feeds it.
+type logStream struct {
+	p   *streamPlan
+	bm  *singer.Bookmark
+	enc *singer.RecordEncoder
+	// index maps synced column names to positions in p.columns.
+	index map[string]int
+	// liveTypes maps every live column to its SQL type, to tell deselected
+	// columns from new ones and see retyped columns.
+	liveTypes map[string]string
+	keyCols   []int
+	warned    []types.Issue
+	// vals is per-change scratch: the value of each synced column.
+	vals []*logical.Column
+	// refreshedInTx avoids a catalog lookup per change when a transaction
+	// updates many rows with unchanged TOAST values.
+	refreshedInTx bool
+	// extractedAt is the time_extracted the encoder currently carries.
+	extractedAt time.Time
+}
+
+// logRun streams one database's slot into its LOG_BASED streams.
+type logRun struct {
+	e       *Engine
+	ld      *logDatabase
+	state   *singer.State
+	catalog *singer.Catalog
+	out     *singer.Writer
+	conn    *pgx.Conn // normal connection: catalog lookups and TOAST re-reads
+	streams map[[2]string]*logStream
+	buf     []byte
+	// commitTime is the current transaction's commit time as JSON, made by
+	// timestamp, the formatter of timestamptz values.
+	commitTime []byte
+	timestamp  types.Type
+	// txTime is when the current transaction arrived: its time_extracted.
+	txTime time.Time
+	inTx       bool
+	sinceState int
+	lastState  time.Time
+	emitted    int64
+}
+
+// streamDatabase streams the slot of one database from the smallest bookmark
+// of its streams, confirming only what the state given at start held, until
+// a stop condition is met between transactions.
+func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *singer.Catalog, state, startState *singer.State, out *singer.Writer, runStart time.Time) error {
+	conn, err := e.conn.Connect(ctx, ld.name)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	r := &logRun{e: e, ld: ld, state: state, catalog: catalog, out: out, conn: conn,
+		streams: map[[2]string]*logStream{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
+	var start, ack uint64
+	var tables []string
+	for _, p := range ld.plans {
+		ls, err := r.newLogStream(p)
+		if err != nil {
+			return err
+		}
+		r.streams[[2]string{p.schema, p.table}] = ls
+		tables = append(tables, escapeAddTable(p.schema, p.table))
+		parts, err := partitionsOf(ctx, conn, p)
+		if err != nil {
+			return err
+		}
+		for _, part := range parts {
+			if _, own := r.streams[part]; !own {
+				r.streams[part] = ls
+			}
+			tables = append(tables, escapeAddTable(part[0], part[1]))
+		}
+		if lsn := ls.bm.LSN; start == 0 || lsn < start {
+			start = lsn
+		}
+		if lsn := startState.Bookmark(p.id).LSN; lsn != 0 && (ack == 0 || lsn < ack) {
+			ack = lsn
+		}
+	}
+	// Partitions selected on their own keep their stream; a partition of a
+	// selected root goes to the root (set above unless it had its own).
+	end, err := logical.CurrentLSN(ctx, conn)
+	if err != nil {
+		return err
+	}
+	cfg, err := e.conn.ConnConfig(ld.name)
+	if err != nil {
+		return err
+	}
+	args := []string{
+		logical.PluginArg("format-version", "2"),
+		logical.PluginArg("include-transaction", "true"),
+		logical.PluginArg("include-timestamp", "true"),
+		logical.PluginArg("include-types", "true"),
+		logical.PluginArg("add-tables", strings.Join(tables, ",")),
+	}
+	// Reading goes on after a stop signal until the current transaction's
+	// commit: the stream's context is not the run's.
+	io := context.WithoutCancel(ctx)
+	stream, err := logical.StartStream(io, &cfg.Config, logical.StreamConfig{
+		Slot: ld.slot.Name, Start: logical.LSN(start), Ack: logical.LSN(ack), PluginArgs: args, Clock: e.clock,
+	})
+	if err != nil {
+		return fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	defer stream.Close(io)
+	e.log.Info(fmt.Sprintf("database %q: streaming slot %s from %s (confirming %s), until %s",
+		ld.name, ld.slot.Name, logical.LSN(start), logical.LSN(ack), end))
+
+	var change logical.Change
+	var lastKeepalive logical.LSN
+	reachedEnd := false
+	lastData := e.clock()
+	for {
+		if !r.inTx {
+			reason := ""
+			switch {
+			case ctx.Err() != nil:
+				reason = "stop requested"
+			case e.cfg.BreakAtEndLSN && reachedEnd:
+				reason = fmt.Sprintf("reached %s, the end of WAL at the start of streaming", end)
+			case e.clock().Sub(lastData) >= e.cfg.LogicalPollTotal:
+				reason = fmt.Sprintf("no change for %s (logical_poll_total_seconds)", e.cfg.LogicalPollTotal)
+			case e.clock().Sub(runStart) >= e.cfg.MaxRun:
+				reason = fmt.Sprintf("ran for %s (max_run_seconds)", e.cfg.MaxRun)
+			}
+			if reason != "" {
+				return r.finish(reason, lastKeepalive)
+			}
+		}
+		msg, err := stream.Receive(io, receiveWait)
+		if err != nil {
+			return fmt.Errorf("database %q: %w", ld.name, err)
+		}
+		switch msg.Kind {
+		case logical.KindKeepalive:
+			lastKeepalive = max(lastKeepalive, msg.ServerWALEnd)
+			if msg.ServerWALEnd >= end {
+				reachedEnd = true
+			}
+		case logical.KindData:
+			lastData = e.clock()
+			if err := logical.DecodeV2(msg.Data, &change); err != nil {
+				return fmt.Errorf("database %q at %s: %w", ld.name, msg.WALStart, err)
+			}
+			if err := r.apply(ctx, &change, msg.WALStart); err != nil {
+				return err
+			}
+			if msg.WALStart >= end && !r.inTx {
+				reachedEnd = true
+			}
+		}
+	}
+}
+
+// partitionsOf lists the partitions (at any depth) of a partitioned table.
+func partitionsOf(ctx context.Context, conn *pgx.Conn, p *streamPlan) ([][2]string, error) {
+	if p.live.Kind != discovery.KindPartitionedTable {
+		return nil, nil
+	}
+	rows, err := conn.Query(ctx, `
+		SELECT n.nspname, c.relname FROM pg_partition_tree($1::oid) t
+		JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.relid <> $1::oid`, p.live.OID)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: list partitions: %w", p.id, err)
+	}
+	var out [][2]string
+	for rows.Next() {
+		var part [2]string
+		if err := rows.Scan(&part[0], &part[1]); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, part)
+	}
+	return out, rows.Err()
+}
+
+// escapeAddTable writes schema.table for wal2json's add-tables, which splits
+// on commas and periods and treats a backslash as escaping the next byte.
+func escapeAddTable(schema, table string) string {
+	esc := func(s string) string {
+		var b strings.Builder
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c >= 0x80) {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(c)
+		}
+		return b.String()
+	}
+	return esc(schema) + "." + esc(table)
+}
+
+func (r *logRun) newLogStream(p *streamPlan) (*logStream, error) {
+	ls := &logStream{p: p, bm: r.state.Bookmark(p.id)}
+	ls.bm.LastReplicationMethod = MethodLogBased
+	ls.rebuild(r.e)
+	return ls, r.writeSchema(ls)
+}
+
+// rebuild derives the encoder and lookups from the plan's columns.
+func (ls *logStream) rebuild(e *Engine) {
+	p := ls.p
+	names := append(columnNames(p.columns), e.extraColumns(p)...)
+	ls.enc = singer.NewRecordEncoder(p.name, names, ls.bm.Version)
+	ls.extractedAt = time.Time{}
+	ls.index = make(map[string]int, len(p.columns))
+	for i, c := range p.columns {
+		ls.index[c.Name] = i
+	}
+	ls.liveTypes = make(map[string]string, len(p.live.Columns))
+	for _, c := range p.live.Columns {
+		ls.liveTypes[c.Name] = c.SQLType
+	}
+	ls.keyCols = columnIndexes(p.columns, p.live.PrimaryKey)
+	ls.warned = make([]types.Issue, len(p.columns))
+	ls.vals = make([]*logical.Column, len(p.columns))
+}
+
+func (r *logRun) writeSchema(ls *logStream) error {
+	err := r.out.WriteSchema(singer.SchemaMessage{
+		Stream:             ls.p.name,
+		Schema:             streamSchema(ls.p.live, ls.p.columns, r.e.extraProperties(ls.p)),
+		KeyProperties:      ls.p.keyProperties,
+		BookmarkProperties: []string{"lsn"},
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: write SCHEMA: %w", ls.p.id, err)
+	}
+	return nil
+}
+
+// apply handles one decoded message.
+func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) error {
+	switch ch.Action {
+	case logical.ActionBegin:
+		r.inTx = true
+		r.txTime = r.e.clock()
+		r.commitTime, _ = r.timestamp.AppendJSON(r.commitTime[:0], []byte(ch.Timestamp))
+		for _, ls := range r.streams {
+			ls.refreshedInTx = false
+		}
+		return nil
+	case logical.ActionCommit:
+		r.inTx = false
+		return r.committed(uint64(at))
+	case logical.ActionMessage:
+		return nil
+	}
+	ls := r.streams[[2]string{ch.Schema, ch.Table}]
+	if ls == nil {
+		return nil
+	}
+	if len(r.commitTime) == 0 {
+		r.commitTime, _ = r.timestamp.AppendJSON(r.commitTime[:0], []byte(ch.Timestamp))
+	}
+	switch ch.Action {
+	case logical.ActionInsert:
+		return r.upsert(ctx, ls, ch, at, false)
+	case logical.ActionUpdate:
+		return r.upsert(ctx, ls, ch, at, true)
+	case logical.ActionDelete:
+		return r.delete(ls, ch.Identity, at)
+	case logical.ActionTruncate:
+		ls.bm.Version = r.e.newVersion(ls.bm.Version)
+		ls.enc.SetVersion(ls.bm.Version)
+		r.e.log.Info(fmt.Sprintf("stream %s: TRUNCATE at %s; new version %d", ls.p.id, at, ls.bm.Version))
+		return r.out.WriteActivateVersion(ls.p.name, ls.bm.Version)
+	}
+	return nil
+}
+
+// upsert emits an inserted or updated row. An update that changed the key
+// first deletes the old key.
+func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN, update bool) error {
+	if err := r.mapColumns(ctx, ls, ch.Columns, update); err != nil {
+		return err
+	}
+	if update && len(ls.keyCols) > 0 && len(ch.Identity) > 0 && keyChanged(ls, ch.Identity) {
+		if err := r.delete(ls, ch.Identity, at); err != nil {
+			return err
+		}
+		// delete reused the scratch; map the new row again.
+		if err := r.mapColumns(ctx, ls, ch.Columns, update); err != nil {
+			return err
+		}
+	}
+	var missing []int
+	for i, v := range ls.vals {
+		if v != nil {
+			continue
+		}
+		// Unchanged TOAST values are absent from an update's new row: the
+		// old row has them under REPLICA IDENTITY FULL.
+		if old := logical.Find(ch.Identity, ls.p.columns[i].Name); old != nil {
+			ls.vals[i] = old
+			continue
+		}
+		missing = append(missing, i)
+	}
+	if len(missing) > 0 {
+		if err := r.reread(ctx, ls, missing); err != nil {
+			return err
+		}
+	}
+	return r.emit(ls, at, false)
+}
+
+// mapColumns points ls.vals at the change's columns, refreshing the table
+// shape when the change shows columns or types it does not know.
+func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.Column, update bool) error {
+	for attempt := 0; ; attempt++ {
+		clear(ls.vals)
+		drift := false
+		for j := range cols {
+			c := &cols[j]
+			if i, ok := ls.index[c.Name]; ok {
+				ls.vals[i] = c
+				if c.Type != "" && c.Type != ls.p.columns[i].SQLType {
+					drift = true
+				}
+			} else if _, live := ls.liveTypes[c.Name]; !live {
+				drift = true
+			}
+		}
+		if !drift && !update {
+			// An insert carries every column: one missing was dropped.
+			for _, v := range ls.vals {
+				if v == nil {
+					drift = true
+					break
+				}
+			}
+		}
+		if !drift && update && !ls.refreshedInTx {
+			// An update may lack a column because its TOAST value is
+			// unchanged or because it was dropped: the catalog tells.
+			for _, v := range ls.vals {
+				if v == nil {
+					drift = true
+					break
+				}
+			}
+		}
+		if !drift || attempt > 0 {
+			return nil
+		}
+		if err := r.refresh(ctx, ls); err != nil {
+			return err
+		}
+	}
+}
+
+// refresh reloads the table's columns; a changed shape gets a new SCHEMA.
+func (r *logRun) refresh(ctx context.Context, ls *logStream) error {
+	ls.refreshedInTx = true
+	p := ls.p
+	tables, err := discovery.Tables(ctx, r.conn, discovery.Filter{Names: [][2]string{{p.schema, p.table}}}, r.e.typeOptions())
+	if err != nil {
+		return fmt.Errorf("stream %s: reload columns: %w", p.id, err)
+	}
+	if len(tables) == 0 {
+		r.e.log.Warn(fmt.Sprintf("stream %s: table %q.%q no longer exists or is not readable", p.id, p.schema, p.table))
+		return nil
+	}
+	next := *p
+	next.live, next.columns, next.keyProperties = tables[0], nil, nil
+	if err := r.e.chooseColumns(&next, r.catalog.Lookup(p.id)); err != nil {
+		return err
+	}
+	if sameShape(p.columns, next.columns) {
+		p.live = next.live
+		ls.rebuild(r.e)
+		return nil
+	}
+	r.e.log.Info(fmt.Sprintf("stream %s: columns changed to %s; sending a new SCHEMA", p.id, strings.Join(columnNames(next.columns), ", ")))
+	*p = next
+	ls.rebuild(r.e)
+	ls.refreshedInTx = true
+	return r.writeSchema(ls)
+}
+
+func sameShape(a, b []*discovery.Column) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].SQLType != b[i].SQLType {
+			return false
+		}
+	}
+	return true
+}
+
+func keyChanged(ls *logStream, identity []logical.Column) bool {
+	for _, k := range ls.keyCols {
+		old := logical.Find(identity, ls.p.columns[k].Name)
+		cur := ls.vals[k]
+		if old == nil || cur == nil {
+			continue
+		}
+		if old.Null != cur.Null || !bytes.Equal(old.Value, cur.Value) {
+			return true
+		}
+	}
+	return false
+}
+
+// reread fills unchanged TOAST values the change did not carry from the
+// table itself, by key. The row's current value is at least as new as the
+// change; if the row is gone, a later delete in the stream says so.
+func (r *logRun) reread(ctx context.Context, ls *logStream, missing []int) error {
+	if len(ls.keyCols) == 0 {
+		r.e.log.Warn(fmt.Sprintf("stream %s: an update without unchanged TOAST values cannot be completed without a primary key; those columns are left out of the record", ls.p.id))
+		return nil
+	}
+	var where []string
+	var params [][]byte
+	for n, k := range ls.keyCols {
+		v := ls.vals[k]
+		if v == nil || v.Null {
+			return nil
+		}
+		where = append(where, fmt.Sprintf("%s = $%d", pgx.Identifier{ls.p.columns[k].Name}.Sanitize(), n+1))
+		params = append(params, v.Value)
+	}
+	var cols []string
+	for _, i := range missing {
+		cols = append(cols, pgx.Identifier{ls.p.columns[i].Name}.Sanitize())
+	}
+	sql := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(cols, ", "),
+		pgx.Identifier{ls.p.schema, ls.p.table}.Sanitize(), strings.Join(where, " AND "))
+	rr := r.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil)
+	found := false
+	for rr.NextRow() {
+		found = true
+		for j, i := range missing {
+			v := rr.Values()[j]
+			ls.vals[i] = &logical.Column{Name: ls.p.columns[i].Name, Value: bytes.Clone(v), Null: v == nil}
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		return fmt.Errorf("stream %s: re-read unchanged TOAST values: %w", ls.p.id, err)
+	}
+	if !found {
+		r.e.log.Debug(fmt.Sprintf("stream %s: row gone before its unchanged TOAST values could be re-read", ls.p.id))
+	}
+	return nil
+}
+
+// delete emits the deleted row's key with _sdc_deleted_at. Without a primary
+// key, the old row REPLICA IDENTITY FULL gave stands in for it.
+func (r *logRun) delete(ls *logStream, identity []logical.Column, at logical.LSN) error {
+	clear(ls.vals)
+	for j := range identity {
+		c := &identity[j]
+		i, ok := ls.index[c.Name]
+		if !ok {
+			continue
+		}
+		if len(ls.keyCols) > 0 && !containsInt(ls.keyCols, i) {
+			continue
+		}
+		ls.vals[i] = c
+	}
+	return r.emit(ls, at, true)
+}
+
+func containsInt(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// emit writes ls.vals as a RECORD; absent values are left out.
+func (r *logRun) emit(ls *logStream, at logical.LSN, deleted bool) error {
+	if r.txTime.IsZero() {
+		r.txTime = r.e.clock()
+	}
+	if !ls.extractedAt.Equal(r.txTime) {
+		ls.enc.SetTimeExtracted(r.txTime)
+		ls.extractedAt = r.txTime
+	}
+	buf := ls.enc.Begin(r.buf[:0])
+	for i, v := range ls.vals {
+		if v == nil {
+			continue
+		}
+		buf = ls.enc.Field(buf, i)
+		if v.Null {
+			buf = append(buf, "null"...)
+			continue
+		}
+		var issue types.Issue
+		buf, issue = ls.p.columns[i].Type.AppendJSON(buf, v.Value)
+		if issue&^ls.warned[i] != 0 {
+			ls.warned[i] |= issue
+			r.e.log.Warn(fmt.Sprintf("stream %s column %q: a value had to be repaired (issue %d)", ls.p.id, ls.p.columns[i].Name, issue))
+		}
+	}
+	n := len(ls.p.columns)
+	buf = ls.enc.Field(buf, n)
+	if deleted {
+		buf = append(buf, r.commitTime...)
+	} else {
+		buf = append(buf, "null"...)
+	}
+	if r.e.cfg.DebugLSN {
+		buf = ls.enc.Field(buf, n+1)
+		buf = append(buf, '"')
+		buf = append(buf, at.String()...)
+		buf = append(buf, '"')
+	}
+	buf = ls.enc.End(buf)
+	r.buf = buf
+	if err := r.out.WriteRecordLine(buf); err != nil {
+		return err
+	}
+	r.emitted++
+	r.sinceState++
+	if r.sinceState >= stateEvery {
+		// Mid-transaction the bookmarks keep the last commit: the STATE
+		// only marks progress.
+		return r.writeState()
+	}
+	return nil
+}
+
+// committed moves every stream of the database to the commit's position.
+func (r *logRun) committed(commit uint64) error {
+	for _, ls := range r.uniqueStreams() {
+		ls.bm.LSN = max(ls.bm.LSN, commit)
+	}
+	r.commitTime = r.commitTime[:0]
+	if r.sinceState > 0 && r.e.clock().Sub(r.lastState) >= stateInterval {
+		return r.writeState()
+	}
+	return nil
+}
+
+func (r *logRun) uniqueStreams() []*logStream {
+	var out []*logStream
+	for _, ls := range r.streams {
+		if !containsStream(out, ls) {
+			out = append(out, ls)
+		}
+	}
+	return out
+}
+
+func containsStream(list []*logStream, ls *logStream) bool {
+	for _, x := range list {
+		if x == ls {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *logRun) writeState() error {
+	r.sinceState = 0
+	r.lastState = r.e.clock()
+	return writeState(r.out, r.state)
+}
+
+// finish stops between transactions. With every received change emitted,
+// the bookmarks may move to the last keepalive's WAL end, so the slot of an
+// idle database advances on the next run.
+func (r *logRun) finish(reason string, lastKeepalive logical.LSN) error {
+	for _, ls := range r.uniqueStreams() {
+		ls.bm.LSN = max(ls.bm.LSN, uint64(lastKeepalive))
+	}
+	r.e.log.Info(fmt.Sprintf("database %q: stopped streaming (%s) after %d records", r.ld.name, reason, r.emitted))
+	return r.writeState()
+}
