@@ -267,3 +267,30 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
+
+// ResolveTypeName resolves a type as format_type prints it (and as wal2json
+// reports a column's type at the time of a change) to a Type. The name is
+// first checked to be nothing but a type name, then cast to, so that the
+// server reports its OID and typmod.
+func ResolveTypeName(ctx context.Context, conn *pgx.Conn, name string, opts types.Options) (*types.Type, error) {
+	var oid uint32
+	if err := conn.QueryRow(ctx, `SELECT $1::regtype::oid`, name).Scan(&oid); err != nil {
+		return nil, fmt.Errorf("resolve type %q: %w", name, err)
+	}
+	rr := conn.PgConn().ExecParams(ctx, "SELECT NULL::"+name, nil, nil, nil, nil)
+	// The descriptions live in the connection's buffers: read them first.
+	fields := rr.FieldDescriptions()
+	if len(fields) != 1 {
+		rr.Close()
+		return nil, fmt.Errorf("resolve type %q: no result column", name)
+	}
+	typeOID, typmod := fields[0].DataTypeOID, fields[0].TypeModifier
+	if _, err := rr.Close(); err != nil {
+		return nil, fmt.Errorf("resolve type %q: %w", name, err)
+	}
+	lookup, err := typeLookup(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("resolve type %q: %w", name, err)
+	}
+	return types.Resolve(typeOID, typmod, lookup, opts)
+}

@@ -29,16 +29,20 @@ type logStream struct {
 	enc *singer.RecordEncoder
 	// index maps synced column names to positions in p.columns.
 	index map[string]int
-	// liveTypes maps every live column to its SQL type, to tell deselected
-	// columns from new ones and see retyped columns.
-	liveTypes map[string]string
-	keyCols   []int
-	warned    []types.Issue
+	// ignored maps columns that are not synced (deselected, unsupported) to
+	// their type, to tell them from columns added since.
+	ignored map[string]string
+	// rawBytea marks bytea columns: wal2json sends their hex without the
+	// \x of the text form the copy has.
+	rawBytea []bool
+	keyCols  []int
+	warned   []types.Issue
 	// vals is per-change scratch: the value of each synced column.
 	vals []*logical.Column
-	// refreshedInTx avoids a catalog lookup per change when a transaction
-	// updates many rows with unchanged TOAST values.
-	refreshedInTx bool
+	// liveColumns caches, per transaction, which columns the table has
+	// now: an update lacking a column either left its TOAST value unchanged
+	// (the column exists) or follows a DROP COLUMN.
+	liveColumns map[string]bool
 	// extractedAt is the time_extracted the encoder currently carries.
 	extractedAt time.Time
 }
@@ -52,13 +56,15 @@ type logRun struct {
 	out     *singer.Writer
 	conn    *pgx.Conn // normal connection: catalog lookups and TOAST re-reads
 	streams map[[2]string]*logStream
-	buf     []byte
+	// types caches wal2json type names resolved to Types.
+	types map[string]*types.Type
+	buf   []byte
 	// commitTime is the current transaction's commit time as JSON, made by
 	// timestamp, the formatter of timestamptz values.
 	commitTime []byte
 	timestamp  types.Type
 	// txTime is when the current transaction arrived: its time_extracted.
-	txTime time.Time
+	txTime     time.Time
 	inTx       bool
 	sinceState int
 	lastState  time.Time
@@ -75,7 +81,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	r := &logRun{e: e, ld: ld, state: state, catalog: catalog, out: out, conn: conn,
-		streams: map[[2]string]*logStream{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
+		streams: map[[2]string]*logStream{}, types: map[string]*types.Type{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
 	var start, ack uint64
 	var tables []string
 	for _, p := range ld.plans {
@@ -236,9 +242,17 @@ func (ls *logStream) rebuild(e *Engine) {
 	for i, c := range p.columns {
 		ls.index[c.Name] = i
 	}
-	ls.liveTypes = make(map[string]string, len(p.live.Columns))
-	for _, c := range p.live.Columns {
-		ls.liveTypes[c.Name] = c.SQLType
+	if ls.ignored == nil {
+		ls.ignored = map[string]string{}
+		for _, c := range p.live.Columns {
+			if _, synced := ls.index[c.Name]; !synced {
+				ls.ignored[c.Name] = c.SQLType
+			}
+		}
+	}
+	ls.rawBytea = make([]bool, len(p.columns))
+	for i, c := range p.columns {
+		ls.rawBytea[i] = c.SQLType == "bytea"
 	}
 	ls.keyCols = columnIndexes(p.columns, p.live.PrimaryKey)
 	ls.warned = make([]types.Issue, len(p.columns))
@@ -266,7 +280,7 @@ func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) 
 		r.txTime = r.e.clock()
 		r.commitTime, _ = r.timestamp.AppendJSON(r.commitTime[:0], []byte(ch.Timestamp))
 		for _, ls := range r.streams {
-			ls.refreshedInTx = false
+			ls.liveColumns = nil
 		}
 		return nil
 	case logical.ActionCommit:
@@ -301,7 +315,7 @@ func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) 
 // upsert emits an inserted or updated row. An update that changed the key
 // first deletes the old key.
 func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN, update bool) error {
-	if err := r.mapColumns(ctx, ls, ch.Columns, update); err != nil {
+	if err := r.mapColumns(ctx, ls, ch.Columns, !update); err != nil {
 		return err
 	}
 	if update && len(ls.keyCols) > 0 && len(ch.Identity) > 0 && keyChanged(ls, ch.Identity) {
@@ -309,7 +323,7 @@ func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, 
 			return err
 		}
 		// delete reused the scratch; map the new row again.
-		if err := r.mapColumns(ctx, ls, ch.Columns, update); err != nil {
+		if err := r.mapColumns(ctx, ls, ch.Columns, false); err != nil {
 			return err
 		}
 	}
@@ -327,6 +341,16 @@ func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, 
 		missing = append(missing, i)
 	}
 	if len(missing) > 0 {
+		dropped, err := r.droppedColumns(ctx, ls, missing)
+		if err != nil {
+			return err
+		}
+		if len(dropped) > 0 {
+			if err := r.reshape(ls, dropped, nil); err != nil {
+				return err
+			}
+			return r.upsert(ctx, ls, ch, at, update)
+		}
 		if err := r.reread(ctx, ls, missing); err != nil {
 			return err
 		}
@@ -334,90 +358,134 @@ func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, 
 	return r.emit(ls, at, false)
 }
 
-// mapColumns points ls.vals at the change's columns, refreshing the table
-// shape when the change shows columns or types it does not know.
-func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.Column, update bool) error {
-	for attempt := 0; ; attempt++ {
-		clear(ls.vals)
-		drift := false
-		for j := range cols {
-			c := &cols[j]
-			if i, ok := ls.index[c.Name]; ok {
-				ls.vals[i] = c
-				if c.Type != "" && c.Type != ls.p.columns[i].SQLType {
-					drift = true
+// mapColumns points ls.vals at the change's columns. Columns the stream has
+// not seen, and columns whose type changed, are taken into the stream's
+// shape from the change itself (the catalog may have moved on since) and
+// announced in a new SCHEMA. complete says the change carries every column
+// (an insert), so that a missing one was dropped.
+func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.Column, complete bool) error {
+	clear(ls.vals)
+	var added []*discovery.Column
+	retyped := false
+	for j := range cols {
+		c := &cols[j]
+		if i, ok := ls.index[c.Name]; ok {
+			if c.Type != "" && c.Type != ls.p.columns[i].SQLType {
+				t, err := r.resolveType(ctx, c.Type)
+				if err != nil {
+					return fmt.Errorf("stream %s column %q: %w", ls.p.id, c.Name, err)
 				}
-			} else if _, live := ls.liveTypes[c.Name]; !live {
-				drift = true
+				col := *ls.p.columns[i]
+				col.SQLType, col.Type = c.Type, t
+				ls.p.columns[i] = &col
+				retyped = true
 			}
+			ls.vals[i] = c
+			continue
 		}
-		if !drift && !update {
-			// An insert carries every column: one missing was dropped.
-			for _, v := range ls.vals {
-				if v == nil {
-					drift = true
-					break
-				}
-			}
+		if typ, known := ls.ignored[c.Name]; known && typ == c.Type {
+			continue
 		}
-		if !drift && update && !ls.refreshedInTx {
-			// An update may lack a column because its TOAST value is
-			// unchanged or because it was dropped: the catalog tells.
-			for _, v := range ls.vals {
-				if v == nil {
-					drift = true
-					break
-				}
-			}
-		}
-		if !drift || attempt > 0 {
-			return nil
-		}
-		if err := r.refresh(ctx, ls); err != nil {
+		col, err := r.newColumn(ctx, ls, c)
+		if err != nil {
 			return err
 		}
+		if col == nil {
+			ls.ignored[c.Name] = c.Type
+			continue
+		}
+		added = append(added, col)
 	}
-}
-
-// refresh reloads the table's columns; a changed shape gets a new SCHEMA.
-func (r *logRun) refresh(ctx context.Context, ls *logStream) error {
-	ls.refreshedInTx = true
-	p := ls.p
-	tables, err := discovery.Tables(ctx, r.conn, discovery.Filter{Names: [][2]string{{p.schema, p.table}}}, r.e.typeOptions())
-	if err != nil {
-		return fmt.Errorf("stream %s: reload columns: %w", p.id, err)
+	var dropped []int
+	if complete {
+		for i, v := range ls.vals {
+			if v == nil {
+				dropped = append(dropped, i)
+			}
+		}
 	}
-	if len(tables) == 0 {
-		r.e.log.Warn(fmt.Sprintf("stream %s: table %q.%q no longer exists or is not readable", p.id, p.schema, p.table))
+	if !retyped && added == nil && dropped == nil {
 		return nil
 	}
-	next := *p
-	next.live, next.columns, next.keyProperties = tables[0], nil, nil
-	if err := r.e.chooseColumns(&next, r.catalog.Lookup(p.id)); err != nil {
+	if err := r.reshape(ls, dropped, added); err != nil {
 		return err
 	}
-	if sameShape(p.columns, next.columns) {
-		p.live = next.live
-		ls.rebuild(r.e)
-		return nil
+	return r.mapColumns(ctx, ls, cols, complete)
+}
+
+// newColumn decides whether a column first seen in the log is synced: it is
+// unless the catalog deselects it or its type has no text form.
+func (r *logRun) newColumn(ctx context.Context, ls *logStream, c *logical.Column) (*discovery.Column, error) {
+	if s := r.catalog.Lookup(ls.p.id); s != nil {
+		if meta, known := s.ColumnMeta(c.Name); known {
+			selected, present, err := meta.Bool(singer.MetaSelected)
+			if err != nil {
+				return nil, err
+			}
+			if present && !selected {
+				return nil, nil
+			}
+		}
 	}
-	r.e.log.Info(fmt.Sprintf("stream %s: columns changed to %s; sending a new SCHEMA", p.id, strings.Join(columnNames(next.columns), ", ")))
-	*p = next
+	t, err := r.resolveType(ctx, c.Type)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s new column %q: %w", ls.p.id, c.Name, err)
+	}
+	if !t.Supported() {
+		return nil, nil
+	}
+	return &discovery.Column{Name: c.Name, SQLType: c.Type, Type: t}, nil
+}
+
+// resolveType turns a wal2json type name into a Type, once per name.
+func (r *logRun) resolveType(ctx context.Context, name string) (*types.Type, error) {
+	if t, ok := r.types[name]; ok {
+		return t, nil
+	}
+	t, err := discovery.ResolveTypeName(ctx, r.conn, name, r.e.typeOptions())
+	if err != nil {
+		return nil, err
+	}
+	r.types[name] = t
+	return t, nil
+}
+
+// reshape drops and adds columns, then announces the new shape.
+func (r *logRun) reshape(ls *logStream, dropped []int, added []*discovery.Column) error {
+	var cols []*discovery.Column
+	for i, c := range ls.p.columns {
+		if !containsInt(dropped, i) {
+			cols = append(cols, c)
+		}
+	}
+	ls.p.columns = append(cols, added...)
+	r.e.log.Info(fmt.Sprintf("stream %s: columns changed to %s; sending a new SCHEMA", ls.p.id, strings.Join(columnNames(ls.p.columns), ", ")))
 	ls.rebuild(r.e)
-	ls.refreshedInTx = true
 	return r.writeSchema(ls)
 }
 
-func sameShape(a, b []*discovery.Column) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Name != b[i].Name || a[i].SQLType != b[i].SQLType {
-			return false
+// droppedColumns tells which of an update's missing columns no longer exist
+// in the table (the others left their TOAST values unchanged).
+func (r *logRun) droppedColumns(ctx context.Context, ls *logStream, missing []int) ([]int, error) {
+	if ls.liveColumns == nil {
+		tables, err := discovery.Tables(ctx, r.conn, discovery.Filter{Names: [][2]string{{ls.p.schema, ls.p.table}}}, r.e.typeOptions())
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: reload columns: %w", ls.p.id, err)
+		}
+		ls.liveColumns = map[string]bool{}
+		if len(tables) > 0 {
+			for _, c := range tables[0].Columns {
+				ls.liveColumns[c.Name] = true
+			}
 		}
 	}
-	return true
+	var dropped []int
+	for _, i := range missing {
+		if !ls.liveColumns[ls.p.columns[i].Name] {
+			dropped = append(dropped, i)
+		}
+	}
+	return dropped, nil
 }
 
 func keyChanged(ls *logStream, identity []logical.Column) bool {
@@ -520,6 +588,10 @@ func (r *logRun) emit(ls *logStream, at logical.LSN, deleted bool) error {
 		buf = ls.enc.Field(buf, i)
 		if v.Null {
 			buf = append(buf, "null"...)
+			continue
+		}
+		if ls.rawBytea[i] {
+			buf = append(append(append(buf, `"\\x`...), v.Value...), '"')
 			continue
 		}
 		var issue types.Issue

@@ -71,7 +71,9 @@ func StartStream(ctx context.Context, cfg *pgconn.Config, sc StreamConfig) (*Str
 		return nil, fmt.Errorf("start replication from slot %s at %s: %w", sc.Slot, sc.Start, err)
 	}
 	s := &Stream{conn: conn, ack: sc.Ack, clock: sc.Clock}
-	if err := s.sendStatus(ctx); err != nil {
+	// Asking for a reply gets a keepalive with the server's position at once,
+	// which is how an idle stream learns that it is caught up.
+	if err := s.sendStatus(ctx, true); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
@@ -85,12 +87,13 @@ func PluginArg(name, value string) string {
 
 // sendStatus confirms the acknowledged position. Write, flush and apply are
 // all set to it explicitly: left zero, flush would copy the write position.
-func (s *Stream) sendStatus(ctx context.Context) error {
+func (s *Stream) sendStatus(ctx context.Context, replyRequested bool) error {
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: s.ack,
 		WALFlushPosition: s.ack,
 		WALApplyPosition: s.ack,
 		ClientTime:       s.clock(),
+		ReplyRequested:   replyRequested,
 	})
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
@@ -103,7 +106,7 @@ func (s *Stream) sendStatus(ctx context.Context) error {
 // or asked for. Data is valid until the next Receive.
 func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, error) {
 	if s.clock().Sub(s.lastStatus) >= statusInterval {
-		if err := s.sendStatus(ctx); err != nil {
+		if err := s.sendStatus(ctx, false); err != nil {
 			return Message{}, err
 		}
 	}
@@ -116,7 +119,8 @@ func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, erro
 	cancel()
 	if err != nil {
 		if pgconn.Timeout(err) && ctx.Err() == nil {
-			return Message{}, nil
+			// Quiet: ask where the server is, so stop rules see progress.
+			return Message{}, s.sendStatus(ctx, true)
 		}
 		return Message{}, fmt.Errorf("receive from replication stream: %w", err)
 	}
@@ -132,7 +136,7 @@ func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, erro
 				return Message{}, fmt.Errorf("parse keepalive: %w", err)
 			}
 			if ka.ReplyRequested {
-				if err := s.sendStatus(ctx); err != nil {
+				if err := s.sendStatus(ctx, false); err != nil {
 					return Message{}, err
 				}
 			}

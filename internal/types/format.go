@@ -25,16 +25,11 @@ const (
 // text output (under the session settings the tap always sets).
 func (t *Type) AppendJSON(dst, text []byte) ([]byte, Issue) {
 	switch t.Kind {
-	case KindInteger:
-		if len(text) == 0 {
-			return appendEscaped(dst, text, IssueMalformed)
-		}
-		return append(dst, text...), 0
-	case KindNumeric:
+	case KindInteger, KindNumeric:
 		if isNonFinite(text) {
 			return append(dst, "null"...), 0
 		}
-		if len(text) == 0 {
+		if !isJSONNumber(text) {
 			return appendEscaped(dst, text, IssueMalformed)
 		}
 		return append(dst, text...), 0
@@ -73,6 +68,51 @@ func (t *Type) AppendJSON(dst, text []byte) ([]byte, Issue) {
 		return t.appendArray(dst, text)
 	}
 	return appendEscaped(dst, text, 0)
+}
+
+// isJSONNumber checks that text is a JSON number, so that no value ever
+// breaks the output: numbers are copied as they are, never through a float.
+func isJSONNumber(s []byte) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i >= len(s):
+		return false
+	case s[i] == '0':
+		i++
+	case s[i] >= '1' && s[i] <= '9':
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	default:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == start {
+			return false
+		}
+	}
+	return i == len(s)
 }
 
 func isNonFinite(text []byte) bool {

@@ -1,0 +1,470 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tap-postgres/tap-postgres/internal/cli"
+	"github.com/tap-postgres/tap-postgres/internal/testpg"
+)
+
+// newSlot creates a wal2json slot in db and drops it before the database.
+func newSlot(t *testing.T, db, slot string) {
+	t.Helper()
+	testpg.Exec(t, pg, db, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'wal2json')", slot))
+	t.Cleanup(func() {
+		testpg.Exec(t, pg, db, fmt.Sprintf(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '%[1]s' AND active_pid IS NOT NULL;
+			SELECT pg_drop_replication_slot('%[1]s') FROM pg_replication_slots WHERE slot_name = '%[1]s'`, slot))
+	})
+}
+
+// slotFor derives a short valid slot name for a test database.
+func slotFor(db string) string {
+	if len(db) > 40 {
+		return "s_" + db[len(db)-40:]
+	}
+	return "s_" + db
+}
+
+func logCatalog(t *testing.T, cfg string, ids ...string) string {
+	t.Helper()
+	catalog := discover(t, cfg)
+	selectStreams(catalog, map[string]any{"replication-method": "LOG_BASED"}, ids...)
+	return writeFile(t, "catalog.json", catalog)
+}
+
+// logRun runs the tap with an optional state and returns the result and the
+// last STATE's value.
+func logRun(t *testing.T, cfg, catalog string, state map[string]any) (tapResult, map[string]any) {
+	t.Helper()
+	args := []string{"--config", cfg, "--catalog", catalog}
+	if state != nil {
+		args = append(args, "--state", writeFile(t, "state.json", state))
+	}
+	r := runTap(t, cli.Env{}, args...)
+	if r.code != 0 {
+		t.Fatalf("tap exited %d:\n%s", r.code, r.stderr)
+	}
+	return r, lastState(t, r.messages)
+}
+
+func bookmarkLSN(t *testing.T, state map[string]any, id string) uint64 {
+	t.Helper()
+	bm, _ := state["bookmarks"].(map[string]any)[id].(map[string]any)
+	n, ok := bm["lsn"].(json.Number)
+	if !ok {
+		t.Fatalf("no lsn bookmark for %s in %v", id, state)
+	}
+	v, err := strconv.ParseUint(n.String(), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func slotConfirmed(t *testing.T, db, slot string) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var text string
+	if err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&text); err != nil {
+		t.Fatal(err)
+	}
+	lsn, err := pglogrepl.ParseLSN(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint64(lsn)
+}
+
+func recordByID(recs []map[string]any) map[string][]map[string]any {
+	out := map[string][]map[string]any{}
+	for _, r := range recs {
+		id := fmt.Sprint(r["id"])
+		out[id] = append(out[id], r)
+	}
+	return out
+}
+
+// TestLogBasedChangeKinds covers every change kind through a real wal2json
+// slot: inserts, updates, deletes, key changes, multi-row and multi-table
+// transactions, TRUNCATE, unchanged TOAST values with and without REPLICA
+// IDENTITY FULL, schema drift, partitions routed to their root, and
+// numerics beyond float precision.
+func TestLogBasedChangeKinds(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, `
+		CREATE TABLE items (id integer PRIMARY KEY, name text, amount numeric(40,20), big text);
+		CREATE TABLE full_items (id integer PRIMARY KEY, name text, big text);
+		ALTER TABLE full_items REPLICA IDENTITY FULL;
+		CREATE TABLE other (k text PRIMARY KEY, v integer);
+		CREATE TABLE events (id integer, at date NOT NULL, what text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		INSERT INTO items VALUES (1, 'one', 1, NULL), (2, 'two', 2, NULL), (3, 'three', 3, NULL);
+		INSERT INTO full_items VALUES (1, 'one', NULL);
+		INSERT INTO events VALUES (1, '2024-05-01', 'old');`)
+	newSlot(t, db, slot)
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, db+"-public-items", db+"-public-full_items", db+"-public-other", db+"-public-events")
+
+	first, s1 := logRun(t, cfg, catalog, nil)
+	if n := len(records(first.messages, "items")); n != 3 {
+		t.Fatalf("initial copy of items: %d records, want 3", n)
+	}
+	if n := len(records(first.messages, "events")); n != 1 {
+		t.Fatalf("initial copy of events: %d records, want 1", n)
+	}
+	for _, r := range records(first.messages, "items") {
+		if v, ok := r["_sdc_deleted_at"]; !ok || v != nil {
+			t.Fatalf("copied record without a null _sdc_deleted_at: %v", r)
+		}
+	}
+	version := streamVersion(first.messages, "items")
+
+	// Incompressible values over 2 kB are stored out of line (TOAST).
+	big := `(SELECT string_agg(md5(random()::text || g), '') FROM generate_series(1, 200) g)`
+	testpg.Exec(t, pg, db, `
+		INSERT INTO items VALUES (4, 'four', 12345678901234567890.12345678901234567890, NULL);
+		UPDATE items SET name = 'one updated' WHERE id = 1;
+		UPDATE items SET id = 20 WHERE id = 2;
+		DELETE FROM items WHERE id = 3;`)
+	testpg.Exec(t, pg, db, `BEGIN;
+		INSERT INTO items VALUES (5, 'five', -0.00000000000000000001, `+big+`), (6, 'six', 6, NULL), (7, 'seven', 7, NULL);
+		INSERT INTO other VALUES ('a', 1);
+		INSERT INTO events VALUES (2, '2025-02-01', 'new partition row');
+		UPDATE full_items SET big = `+big+` WHERE id = 1;
+		COMMIT;`)
+	testpg.Exec(t, pg, db, `UPDATE items SET name = 'five updated' WHERE id = 5;
+		UPDATE full_items SET name = 'one updated' WHERE id = 1;
+		TRUNCATE other; INSERT INTO other VALUES ('b', 2);`)
+	testpg.Exec(t, pg, db, `ALTER TABLE items ADD COLUMN added text; INSERT INTO items (id, name, added) VALUES (8, 'eight', 'new column');`)
+	testpg.Exec(t, pg, db, `ALTER TABLE items DROP COLUMN amount; INSERT INTO items (id, name) VALUES (9, 'nine');`)
+	testpg.Exec(t, pg, db, `ALTER TABLE items ALTER COLUMN added TYPE integer USING NULL; INSERT INTO items (id, name, added) VALUES (10, 'ten', 10);`)
+
+	second, s2 := logRun(t, cfg, catalog, s1)
+	items := records(second.messages, "items")
+	byID := recordByID(items)
+	want := func(id string, check func(r map[string]any) bool, what string) {
+		t.Helper()
+		recs := byID[id]
+		if len(recs) == 0 || !check(recs[len(recs)-1]) {
+			t.Errorf("items id %s: %s; got %v", id, what, recs)
+		}
+	}
+	want("4", func(r map[string]any) bool {
+		n, ok := r["amount"].(json.Number)
+		return ok && n.String() == "12345678901234567890.12345678901234567890"
+	}, "numeric with 40 digits exact")
+	want("1", func(r map[string]any) bool { return r["name"] == "one updated" && r["_sdc_deleted_at"] == nil }, "update")
+	want("2", func(r map[string]any) bool { return r["_sdc_deleted_at"] != nil && len(r) == 2 }, "key change: delete of the old key first")
+	want("20", func(r map[string]any) bool { return r["name"] == "two" }, "key change: new row")
+	want("3", func(r map[string]any) bool {
+		s, ok := r["_sdc_deleted_at"].(string)
+		return ok && strings.HasSuffix(s, "+00:00") && len(r) == 2
+	}, "delete: key and _sdc_deleted_at only")
+	want("5", func(r map[string]any) bool {
+		b, _ := r["big"].(string)
+		return r["name"] == "five updated" && len(b) == 6400
+	}, "update leaving a TOAST value unchanged keeps it (re-read by key)")
+	want("8", func(r map[string]any) bool { return r["added"] == "new column" }, "added column synced")
+	want("9", func(r map[string]any) bool { _, has := r["amount"]; return !has && r["name"] == "nine" }, "dropped column gone")
+	want("10", func(r map[string]any) bool { return fmt.Sprint(r["added"]) == "10" }, "retyped column as its new type")
+	order := ids(items)
+	if i2, i20 := indexOf(order, "2"), indexOf(order, "20"); i2 < 0 || i20 < 0 || i2 > i20 {
+		t.Errorf("key change order: %v", order)
+	}
+	full := records(second.messages, "full_items")
+	if len(full) != 2 || len(full[1]["big"].(string)) != 6400 || full[1]["name"] != "one updated" {
+		t.Errorf("REPLICA IDENTITY FULL update with unchanged TOAST: %v", full)
+	}
+	if ev := records(second.messages, "events"); len(ev) != 1 || ev[0]["what"] != "new partition row" {
+		t.Errorf("partition change not routed to the root stream: %v", ev)
+	}
+	if others := records(second.messages, "other"); len(others) != 2 {
+		t.Errorf("other: %v", others)
+	}
+	otherMsgs := streamMessages(second.messages, "other")
+	if strings.Join(otherMsgs, ",") != "SCHEMA,RECORD,ACTIVATE_VERSION,RECORD" {
+		t.Errorf("TRUNCATE: want an ACTIVATE_VERSION between the two inserts, got %v", otherMsgs)
+	}
+	var schemas []map[string]any
+	for _, m := range second.messages {
+		if m["type"] == "SCHEMA" && m["stream"] == "items" {
+			schemas = append(schemas, m)
+		}
+	}
+	// The catalog moved on past every change before this run read them: the
+	// shapes come from the changes themselves, each announced before use.
+	if len(schemas) < 4 {
+		t.Fatalf("want a SCHEMA per shape change of items, got %d", len(schemas))
+	}
+	checkRecordsMatchSchemas(t, second.messages)
+	props := func(m map[string]any) map[string]any {
+		return m["schema"].(map[string]any)["properties"].(map[string]any)
+	}
+	last := props(schemas[len(schemas)-1])
+	if _, ok := last["amount"]; ok {
+		t.Error("the last SCHEMA still has the dropped column")
+	}
+	if typ := fmt.Sprint(last["added"].(map[string]any)["type"]); typ != "[null integer]" {
+		t.Errorf("last SCHEMA: added is %s, want the retyped integer", typ)
+	}
+	if fmt.Sprint(schemas[0]["bookmark_properties"]) != "[lsn]" {
+		t.Errorf("streaming SCHEMA bookmark_properties = %v", schemas[0]["bookmark_properties"])
+	}
+	if streamVersion(second.messages, "items") != 0 {
+		t.Error("items got an ACTIVATE_VERSION without a TRUNCATE")
+	}
+	for _, r := range second.messages {
+		if r["type"] == "RECORD" && r["stream"] == "items" && r["version"].(json.Number).String() != fmt.Sprint(version) {
+			t.Fatalf("streamed record in version %v, the copy was %d", r["version"], version)
+		}
+	}
+	if bookmarkLSN(t, s2, db+"-public-items") <= bookmarkLSN(t, s1, db+"-public-items") {
+		t.Error("lsn bookmark did not advance")
+	}
+}
+
+// checkRecordsMatchSchemas validates every RECORD against the latest SCHEMA
+// of its stream: no unannounced column, every value of an announced type.
+func checkRecordsMatchSchemas(t *testing.T, msgs []map[string]any) {
+	t.Helper()
+	latest := map[string]map[string]any{}
+	for _, m := range msgs {
+		stream, _ := m["stream"].(string)
+		switch m["type"] {
+		case "SCHEMA":
+			latest[stream] = m["schema"].(map[string]any)["properties"].(map[string]any)
+		case "RECORD":
+			props := latest[stream]
+			if props == nil {
+				t.Fatalf("RECORD before any SCHEMA of %s", stream)
+			}
+			for col, v := range m["record"].(map[string]any) {
+				p, ok := props[col].(map[string]any)
+				if !ok {
+					t.Fatalf("stream %s: record column %q not in the latest SCHEMA: %v", stream, col, m["record"])
+				}
+				allowed := fmt.Sprint(p["type"])
+				if !strings.Contains(allowed, jsonType(v)) && !(jsonType(v) == "integer" && strings.Contains(allowed, "number")) {
+					t.Fatalf("stream %s column %q: %s value %v, SCHEMA allows %s", stream, col, jsonType(v), v, allowed)
+				}
+			}
+		}
+	}
+}
+
+func jsonType(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "boolean"
+	case string:
+		return "string"
+	case json.Number:
+		if strings.ContainsAny(x.String(), ".eE") {
+			return "number"
+		}
+		return "integer"
+	case []any:
+		return "array"
+	}
+	return "object"
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestLogBasedValuesMatchCopy: every type of the core table arrives through
+// the log with the same JSON as through the copy.
+func TestLogBasedValuesMatchCopy(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	createEveryTypeTable(t, db, "public.every_type")
+	newSlot(t, db, slot)
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, db+"-public-every_type")
+	first, s1 := logRun(t, cfg, catalog, nil)
+	var cols []string
+	for _, c := range everyTypeColumns() {
+		cols = append(cols, pgx.Identifier{c.name}.Sanitize())
+	}
+	testpg.Exec(t, pg, db, "INSERT INTO every_type (id, "+strings.Join(cols, ", ")+") SELECT id + 100, "+strings.Join(cols, ", ")+" FROM every_type")
+	second, _ := logRun(t, cfg, catalog, s1)
+	copied, logged := rawRecords(t, first.stdout, "every_type"), rawRecords(t, second.stdout, "every_type")
+	if len(copied) != len(everyTypeRows)+1 || len(logged) != len(copied) {
+		t.Fatalf("copied %d rows, logged %d", len(copied), len(logged))
+	}
+	for id, rec := range copied {
+		for col, v := range rec {
+			if col == "id" {
+				continue
+			}
+			if got := logged[id+100][col]; string(got) != string(v) {
+				t.Errorf("row %d column %s: copy %s, log %s", id, col, v, got)
+			}
+		}
+	}
+}
+
+// TestLogBasedAcknowledgesOnlyStartState reads confirmed_flush_lsn while a
+// run streams new changes: the slot reaches the input state's lsn within
+// 10 s of the start and never passes it, though the run emits more.
+func TestLogBasedAcknowledgesOnlyStartState(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, "CREATE TABLE acked (id integer PRIMARY KEY, v text)")
+	newSlot(t, db, slot)
+	id := db + "-public-acked"
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, id)
+	_, s1 := logRun(t, cfg, catalog, nil)
+	testpg.Exec(t, pg, db, "INSERT INTO acked SELECT g, 'first' FROM generate_series(1, 100) g")
+	_, s2 := logRun(t, cfg, catalog, s1)
+	startLSN := bookmarkLSN(t, s2, id)
+	before := slotConfirmed(t, db, slot)
+	if before >= startLSN {
+		t.Fatalf("slot already at %d before the run that should confirm %d", before, startLSN)
+	}
+
+	long := writeFile(t, "long.json", configFor(db, map[string]any{"slot_name": slot, "break_at_end_lsn": false, "logical_poll_total_seconds": 6}))
+	done := make(chan tapResult)
+	start := time.Now()
+	go func() {
+		done <- runTap(t, cli.Env{}, "--config", long, "--catalog", catalog, "--state", writeFile(t, "s2.json", s2))
+	}()
+	var reachedAt time.Duration
+	var r tapResult
+	writes := 0
+poll:
+	for {
+		select {
+		case r = <-done:
+			break poll
+		case <-time.After(100 * time.Millisecond):
+		}
+		if writes < 20 {
+			writes++
+			testpg.Exec(t, pg, db, fmt.Sprintf("INSERT INTO acked VALUES (%d, 'during')", 1000+writes))
+		}
+		c := slotConfirmed(t, db, slot)
+		if c > startLSN {
+			t.Fatalf("slot confirmed to %d, past the input state's lsn %d", c, startLSN)
+		}
+		if c == startLSN && reachedAt == 0 {
+			reachedAt = time.Since(start)
+		}
+	}
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	if reachedAt == 0 || reachedAt > 10*time.Second {
+		t.Fatalf("slot reached the state's lsn after %v (0 = never)", reachedAt)
+	}
+	if n := len(records(r.messages, "acked")); n < 20 {
+		t.Fatalf("the run emitted %d records of the 20 written during it", n)
+	}
+	final := lastState(t, r.messages)
+	if bookmarkLSN(t, final, id) <= startLSN {
+		t.Fatal("the run's own bookmark did not advance")
+	}
+	if c := slotConfirmed(t, db, slot); c != startLSN {
+		t.Fatalf("after the run the slot is at %d, want exactly the input state's %d", c, startLSN)
+	}
+}
+
+// TestLogBasedIdleDatabase: over an idle database a run ends in seconds, and
+// its bookmark moves so that the next run advances the slot.
+func TestLogBasedIdleDatabase(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, "CREATE TABLE quiet (id integer PRIMARY KEY)")
+	newSlot(t, db, slot)
+	id := db + "-public-quiet"
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, id)
+	_, s1 := logRun(t, cfg, catalog, nil)
+	// Other databases' activity moves the WAL; this one stays idle.
+	testpg.Exec(t, pg, "postgres", "CREATE TABLE IF NOT EXISTS noise (x integer); INSERT INTO noise VALUES (1)")
+	start := time.Now()
+	r, s2 := logRun(t, cfg, catalog, s1)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("an idle run took %v", took)
+	}
+	if len(records(r.messages, "quiet")) != 0 {
+		t.Fatal("records from an idle database")
+	}
+	l1, l2 := bookmarkLSN(t, s1, id), bookmarkLSN(t, s2, id)
+	if l2 <= l1 {
+		t.Fatalf("idle run did not move the bookmark: %d -> %d", l1, l2)
+	}
+	_, _ = logRun(t, cfg, catalog, s2)
+	if c := slotConfirmed(t, db, slot); c != l2 {
+		t.Fatalf("slot at %d after the next run, want %d", c, l2)
+	}
+}
+
+// TestLogBasedRefusals: slot problems and views are CRITICAL before any
+// message; a table without key or REPLICA IDENTITY FULL gets a WARNING.
+func TestLogBasedRefusals(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY); CREATE TABLE nokey (v integer);
+		CREATE VIEW v AS SELECT * FROM t;`)
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	critical := func(r tapResult, parts ...string) {
+		t.Helper()
+		last := lastLine(r.stderr)
+		if r.code != 1 || !strings.HasPrefix(last, "CRITICAL") {
+			t.Fatalf("exit %d, last line %q", r.code, last)
+		}
+		for _, p := range parts {
+			if !strings.Contains(last, p) {
+				t.Errorf("CRITICAL %q lacks %q", last, p)
+			}
+		}
+		if strings.Contains(r.stdout, `"RECORD"`) {
+			t.Error("records emitted before the CRITICAL")
+		}
+	}
+	tCatalog := logCatalog(t, cfg, db+"-public-t")
+	critical(runTap(t, cli.Env{}, "--config", cfg, "--catalog", tCatalog), slot, "pg_create_logical_replication_slot('"+slot+"', 'wal2json')")
+
+	viewCatalog := logCatalog(t, cfg, db+"-public-v")
+	critical(runTap(t, cli.Env{}, "--config", cfg, "--catalog", viewCatalog), db+"-public-v", "view")
+
+	newSlot(t, db, slot)
+	nokey := logCatalog(t, cfg, db+"-public-nokey")
+	r := runTap(t, cli.Env{}, "--config", cfg, "--catalog", nokey)
+	if r.code != 0 || !strings.Contains(r.stderr, "WARNING stream "+db+"-public-nokey has no primary key and no REPLICA IDENTITY FULL") {
+		t.Fatalf("no-key table: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+
+	_, s1 := logRun(t, cfg, tCatalog, nil)
+	testpg.Exec(t, pg, db, "INSERT INTO t VALUES (1)")
+	_, s2 := logRun(t, cfg, tCatalog, s1)
+	_, _ = logRun(t, cfg, tCatalog, s2) // confirms s2's lsn
+	critical(runTap(t, cli.Env{}, "--config", cfg, "--catalog", tCatalog, "--state", writeFile(t, "old.json", s1)),
+		"past stream "+db+"-public-t", "reset")
+}
