@@ -468,3 +468,36 @@ func TestLogBasedRefusals(t *testing.T) {
 	critical(runTap(t, cli.Env{}, "--config", cfg, "--catalog", tCatalog, "--state", writeFile(t, "old.json", s1)),
 		"past stream "+db+"-public-t", "reset")
 }
+
+// TestLogBasedFormat1 streams the same changes with wal2json's format 1
+// (write-in-chunks) and expects the records format 2 gives.
+func TestLogBasedFormat1(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, `CREATE TABLE f1 (id integer PRIMARY KEY, n numeric, b bytea, t text);
+		INSERT INTO f1 VALUES (1, 1, '\x01', 'one');`)
+	newSlot(t, db, slot)
+	id := db + "-public-f1"
+	changes := `BEGIN; INSERT INTO f1 VALUES (2, 98765432109876543210.0123456789, '\xdeadbeef', 'two "quoted"');
+		INSERT INTO f1 VALUES (3, NULL, NULL, NULL); UPDATE f1 SET t = 'one updated' WHERE id = 1; COMMIT;
+		UPDATE f1 SET id = 4 WHERE id = 3; DELETE FROM f1 WHERE id = 2;`
+	var outputs [2][]map[string]any
+	for i, format := range []int{1, 2} {
+		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot, "wal2json_message_format": format}))
+		catalog := logCatalog(t, cfg, id)
+		testpg.Exec(t, pg, db, "DELETE FROM f1 WHERE id <> 1; UPDATE f1 SET t = 'one'")
+		_, s1 := logRun(t, cfg, catalog, nil)
+		testpg.Exec(t, pg, db, changes)
+		r, s2 := logRun(t, cfg, catalog, s1)
+		if bookmarkLSN(t, s2, id) <= bookmarkLSN(t, s1, id) {
+			t.Fatalf("format %d: bookmark did not advance", format)
+		}
+		for _, rec := range records(r.messages, "f1") {
+			delete(rec, "_sdc_deleted_at")
+			outputs[i] = append(outputs[i], rec)
+		}
+	}
+	if len(outputs[0]) != 6 || fmt.Sprint(outputs[0]) != fmt.Sprint(outputs[1]) {
+		t.Fatalf("format 1 records:\n%v\nformat 2 records:\n%v", outputs[0], outputs[1])
+	}
+}

@@ -118,13 +118,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 	if err != nil {
 		return err
 	}
-	args := []string{
-		logical.PluginArg("format-version", "2"),
-		logical.PluginArg("include-transaction", "true"),
-		logical.PluginArg("include-timestamp", "true"),
-		logical.PluginArg("include-types", "true"),
-		logical.PluginArg("add-tables", strings.Join(tables, ",")),
-	}
+	args, decode := pluginArgs(e.cfg.Wal2jsonMessageFormat, strings.Join(tables, ","))
 	// Reading goes on after a stop signal until the current transaction's
 	// commit: the stream's context is not the run's.
 	io := context.WithoutCancel(ctx)
@@ -171,7 +165,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			}
 		case logical.KindData:
 			lastData = e.clock()
-			if err := logical.DecodeV2(msg.Data, &change); err != nil {
+			if err := decode(msg.Data, &change); err != nil {
 				return fmt.Errorf("database %q at %s: %w", ld.name, msg.WALStart, err)
 			}
 			if err := r.apply(ctx, &change, msg.WALStart); err != nil {
@@ -182,6 +176,29 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			}
 		}
 	}
+}
+
+// pluginArgs are wal2json's options for a message format, and the decoder
+// of its messages. Format 2 sends one message per change and marks
+// transactions; format 1 (kept for compatibility) sends one document per
+// transaction, read here chunk by chunk.
+func pluginArgs(format int, addTables string) ([]string, func([]byte, *logical.Change) error) {
+	if format == 1 {
+		return []string{
+			logical.PluginArg("format-version", "1"),
+			logical.PluginArg("write-in-chunks", "true"),
+			logical.PluginArg("include-timestamp", "true"),
+			logical.PluginArg("include-types", "true"),
+			logical.PluginArg("add-tables", addTables),
+		}, logical.DecodeV1Chunk
+	}
+	return []string{
+		logical.PluginArg("format-version", "2"),
+		logical.PluginArg("include-transaction", "true"),
+		logical.PluginArg("include-timestamp", "true"),
+		logical.PluginArg("include-types", "true"),
+		logical.PluginArg("add-tables", addTables),
+	}, logical.DecodeV2
 }
 
 // partitionsOf lists the partitions (at any depth) of a partitioned table.
