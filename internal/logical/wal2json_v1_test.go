@@ -16,7 +16,9 @@ func TestDecodeV1Chunk(t *testing.T) {
 					c.Columns[1].Type == "numeric" && string(c.Columns[2].Value) == `a"b`
 			}},
 		{`,{"kind":"update","schema":"s","table":"t","columnnames":["id"],"columntypes":["integer"],"columnvalues":[2],"oldkeys":{"keynames":["id"],"keytypes":["integer"],"keyvalues":[1]}}`,
-			ActionUpdate, func() bool { return string(c.Columns[0].Value) == "2" && string(c.Identity[0].Value) == "1" && c.Identity[0].Name == "id" }},
+			ActionUpdate, func() bool {
+				return string(c.Columns[0].Value) == "2" && string(c.Identity[0].Value) == "1" && c.Identity[0].Name == "id"
+			}},
 		{`,{"kind":"delete","schema":"s","table":"t","oldkeys":{"keynames":["id"],"keytypes":["integer"],"keyvalues":[null]}}`,
 			ActionDelete, func() bool { return len(c.Columns) == 0 && c.Identity[0].Null }},
 		{`]}`, ActionCommit, func() bool { return true }},
