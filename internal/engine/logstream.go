@@ -58,6 +58,8 @@ type logRun struct {
 	streams map[[2]string]*logStream
 	// types caches wal2json type names resolved to Types.
 	types map[string]*types.Type
+	// pending holds records back while unchanged TOAST values are re-read.
+	pending []pendingRecord
 	buf   []byte
 	// commitTime is the current transaction's commit time as JSON, made by
 	// timestamp, the formatter of timestamptz values.
@@ -302,6 +304,9 @@ func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) 
 		return nil
 	case logical.ActionCommit:
 		r.inTx = false
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
 		return r.committed(uint64(at))
 	case logical.ActionMessage:
 		return nil
@@ -310,6 +315,19 @@ func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) 
 	if ls == nil {
 		return nil
 	}
+	if err := r.change(ctx, ls, ch, at); err != nil {
+		return err
+	}
+	if len(r.pending) == 0 && r.sinceState >= stateEvery {
+		// Mid-transaction the bookmarks keep the last commit: the STATE
+		// only marks progress.
+		return r.writeState()
+	}
+	return nil
+}
+
+// change handles one row change of a selected stream.
+func (r *logRun) change(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN) error {
 	if len(r.commitTime) == 0 {
 		r.commitTime, _ = r.timestamp.AppendJSON(r.commitTime[:0], []byte(ch.Timestamp))
 	}
@@ -319,8 +337,11 @@ func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) 
 	case logical.ActionUpdate:
 		return r.upsert(ctx, ls, ch, at, true)
 	case logical.ActionDelete:
-		return r.delete(ls, ch.Identity, at)
+		return r.delete(ctx, ls, ch.Identity, at)
 	case logical.ActionTruncate:
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
 		ls.bm.Version = r.e.newVersion(ls.bm.Version)
 		ls.enc.SetVersion(ls.bm.Version)
 		r.e.log.Info(fmt.Sprintf("stream %s: TRUNCATE at %s; new version %d", ls.p.id, at, ls.bm.Version))
@@ -336,7 +357,7 @@ func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, 
 		return err
 	}
 	if update && len(ls.keyCols) > 0 && len(ch.Identity) > 0 && keyChanged(ls, ch.Identity) {
-		if err := r.delete(ls, ch.Identity, at); err != nil {
+		if err := r.delete(ctx, ls, ch.Identity, at); err != nil {
 			return err
 		}
 		// delete reused the scratch; map the new row again.
@@ -363,16 +384,13 @@ func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, 
 			return err
 		}
 		if len(dropped) > 0 {
-			if err := r.reshape(ls, dropped, nil); err != nil {
+			if err := r.reshape(ctx, ls, shapeChange{dropped: dropped}); err != nil {
 				return err
 			}
 			return r.upsert(ctx, ls, ch, at, update)
 		}
-		if err := r.reread(ctx, ls, missing); err != nil {
-			return err
-		}
 	}
-	return r.emit(ls, at, false)
+	return r.record(ctx, ls, missing, at, false)
 }
 
 // mapColumns points ls.vals at the change's columns. Columns the stream has
@@ -383,7 +401,7 @@ func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, 
 func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.Column, complete bool) error {
 	clear(ls.vals)
 	var added []*discovery.Column
-	retyped := false
+	retyped := map[int]*discovery.Column{}
 	for j := range cols {
 		c := &cols[j]
 		if i, ok := ls.index[c.Name]; ok {
@@ -394,8 +412,7 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 				}
 				col := *ls.p.columns[i]
 				col.SQLType, col.Type = c.Type, t
-				ls.p.columns[i] = &col
-				retyped = true
+				retyped[i] = &col
 			}
 			ls.vals[i] = c
 			continue
@@ -421,10 +438,10 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 			}
 		}
 	}
-	if !retyped && added == nil && dropped == nil {
+	if len(retyped) == 0 && added == nil && dropped == nil {
 		return nil
 	}
-	if err := r.reshape(ls, dropped, added); err != nil {
+	if err := r.reshape(ctx, ls, shapeChange{dropped: dropped, added: added, retyped: retyped}); err != nil {
 		return err
 	}
 	return r.mapColumns(ctx, ls, cols, complete)
@@ -467,15 +484,31 @@ func (r *logRun) resolveType(ctx context.Context, name string) (*types.Type, err
 	return t, nil
 }
 
-// reshape drops and adds columns, then announces the new shape.
-func (r *logRun) reshape(ls *logStream, dropped []int, added []*discovery.Column) error {
+// shapeChange is what a change showed of a table's new shape: columns by
+// position in the old shape, new ones at the end.
+type shapeChange struct {
+	dropped []int
+	added   []*discovery.Column
+	retyped map[int]*discovery.Column
+}
+
+// reshape applies a shape change and announces it. Held records go out
+// first, in the shape they were read in.
+func (r *logRun) reshape(ctx context.Context, ls *logStream, sc shapeChange) error {
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
 	var cols []*discovery.Column
 	for i, c := range ls.p.columns {
-		if !containsInt(dropped, i) {
-			cols = append(cols, c)
+		if containsInt(sc.dropped, i) {
+			continue
 		}
+		if nc, ok := sc.retyped[i]; ok {
+			c = nc
+		}
+		cols = append(cols, c)
 	}
-	ls.p.columns = append(cols, added...)
+	ls.p.columns = append(cols, sc.added...)
 	r.e.log.Info(fmt.Sprintf("stream %s: columns changed to %s; sending a new SCHEMA", ls.p.id, strings.Join(columnNames(ls.p.columns), ", ")))
 	ls.rebuild(r.e)
 	return r.writeSchema(ls)
@@ -519,51 +552,158 @@ func keyChanged(ls *logStream, identity []logical.Column) bool {
 	return false
 }
 
-// reread fills unchanged TOAST values the change did not carry from the
-// table itself, by key. The row's current value is at least as new as the
-// change; if the row is gone, a later delete in the stream says so.
-func (r *logRun) reread(ctx context.Context, ls *logStream, missing []int) error {
-	if len(ls.keyCols) == 0 {
-		r.e.log.Warn(fmt.Sprintf("stream %s: an update without unchanged TOAST values cannot be completed without a primary key; those columns are left out of the record", ls.p.id))
+// maxPending bounds the records held back while unchanged TOAST values wait
+// to be re-read: memory stays flat and one query serves many rows.
+const maxPending = 1000
+
+// pendingRecord is a record held back, with its values copied out of the
+// decoder's buffers.
+type pendingRecord struct {
+	ls         *logStream
+	vals       []*logical.Column
+	needs      []int
+	at         logical.LSN
+	deleted    bool
+	commitTime []byte
+}
+
+// hold queues a record behind earlier held ones, so that order is kept.
+func (r *logRun) hold(ls *logStream, needs []int, at logical.LSN, deleted bool) {
+	vals := make([]*logical.Column, len(ls.vals))
+	for i, v := range ls.vals {
+		if v != nil {
+			vals[i] = &logical.Column{Name: v.Name, Type: v.Type, Value: bytes.Clone(v.Value), Null: v.Null}
+		}
+	}
+	r.pending = append(r.pending, pendingRecord{ls: ls, vals: vals, needs: needs, at: at, deleted: deleted,
+		commitTime: bytes.Clone(r.commitTime)})
+}
+
+// flush re-reads the unchanged TOAST values held records need, one query
+// per stream, and emits the records in order. A row's current value is at
+// least as new as the change; a row gone since is left without them (a
+// later delete in the stream says so).
+func (r *logRun) flush(ctx context.Context) error {
+	if len(r.pending) == 0 {
 		return nil
 	}
-	var where []string
-	var params [][]byte
-	for n, k := range ls.keyCols {
-		v := ls.vals[k]
-		if v == nil || v.Null {
-			return nil
+	byStream := map[*logStream][]int{}
+	for i, p := range r.pending {
+		if len(p.needs) > 0 {
+			byStream[p.ls] = append(byStream[p.ls], i)
 		}
-		where = append(where, fmt.Sprintf("%s = $%d", pgx.Identifier{ls.p.columns[k].Name}.Sanitize(), n+1))
-		params = append(params, v.Value)
 	}
-	var cols []string
+	for ls, held := range byStream {
+		if err := r.reread(ctx, ls, held); err != nil {
+			return err
+		}
+	}
+	for _, p := range r.pending {
+		if err := r.emitValues(p.ls, p.vals, p.at, p.deleted, p.commitTime); err != nil {
+			return err
+		}
+	}
+	clear(r.pending)
+	r.pending = r.pending[:0]
+	return nil
+}
+
+// reread fetches, by key, the missing columns of the held records of one
+// stream.
+func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
+	if len(ls.keyCols) == 0 {
+		r.e.log.Warn(fmt.Sprintf("stream %s: unchanged TOAST values cannot be re-read without a primary key; they are left out of the record (ALTER TABLE ... REPLICA IDENTITY FULL keeps them)", ls.p.id))
+		return nil
+	}
+	var missing []int
+	for _, h := range held {
+		for _, i := range r.pending[h].needs {
+			if !containsInt(missing, i) {
+				missing = append(missing, i)
+			}
+		}
+	}
+	var cols, keys, tuples []string
+	for _, k := range ls.keyCols {
+		name := pgx.Identifier{ls.p.columns[k].Name}.Sanitize()
+		cols, keys = append(cols, name), append(keys, name)
+	}
 	for _, i := range missing {
 		cols = append(cols, pgx.Identifier{ls.p.columns[i].Name}.Sanitize())
 	}
-	sql := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(cols, ", "),
-		pgx.Identifier{ls.p.schema, ls.p.table}.Sanitize(), strings.Join(where, " AND "))
-	rr := r.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil)
-	found := false
-	for rr.NextRow() {
-		found = true
-		for j, i := range missing {
-			v := rr.Values()[j]
-			ls.vals[i] = &logical.Column{Name: ls.p.columns[i].Name, Value: bytes.Clone(v), Null: v == nil}
+	var params [][]byte
+	for _, h := range held {
+		var ph []string
+		for _, k := range ls.keyCols {
+			v := r.pending[h].vals[k]
+			if v == nil || v.Null {
+				ph = nil
+				break
+			}
+			params = append(params, v.Value)
+			ph = append(ph, fmt.Sprintf("$%d", len(params)))
 		}
+		if ph != nil {
+			tuples = append(tuples, "("+strings.Join(ph, ", ")+")")
+		}
+	}
+	if len(tuples) == 0 {
+		return nil
+	}
+	sql := fmt.Sprintf("SELECT %s FROM %s WHERE (%s) IN (%s)", strings.Join(cols, ", "),
+		pgx.Identifier{ls.p.schema, ls.p.table}.Sanitize(), strings.Join(keys, ", "), strings.Join(tuples, ", "))
+	rr := r.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil)
+	current := map[string][][]byte{}
+	for rr.NextRow() {
+		values := rr.Values()
+		row := make([][]byte, len(values))
+		for i, v := range values {
+			row[i] = bytes.Clone(v)
+		}
+		current[joinKey(row[:len(ls.keyCols)])] = row[len(ls.keyCols):]
 	}
 	if _, err := rr.Close(); err != nil {
 		return fmt.Errorf("stream %s: re-read unchanged TOAST values: %w", ls.p.id, err)
 	}
-	if !found {
-		r.e.log.Debug(fmt.Sprintf("stream %s: row gone before its unchanged TOAST values could be re-read", ls.p.id))
+	for _, h := range held {
+		p := &r.pending[h]
+		key := make([][]byte, len(ls.keyCols))
+		for n, k := range ls.keyCols {
+			if v := p.vals[k]; v != nil {
+				key[n] = v.Value
+			}
+		}
+		row, ok := current[joinKey(key)]
+		if !ok {
+			continue
+		}
+		for _, i := range p.needs {
+			v := row[indexOfInt(missing, i)]
+			p.vals[i] = &logical.Column{Name: ls.p.columns[i].Name, Value: v, Null: v == nil}
+		}
 	}
 	return nil
 }
 
+// joinKey makes a map key of key values as PostgreSQL prints them. The key
+// columns are compared in their text form, which is what both the change
+// and the query give.
+func joinKey(values [][]byte) string {
+	return string(bytes.Join(values, []byte{0}))
+}
+
+func indexOfInt(list []int, v int) int {
+	for i, x := range list {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
 // delete emits the deleted row's key with _sdc_deleted_at. Without a primary
 // key, the old row REPLICA IDENTITY FULL gave stands in for it.
-func (r *logRun) delete(ls *logStream, identity []logical.Column, at logical.LSN) error {
+func (r *logRun) delete(ctx context.Context, ls *logStream, identity []logical.Column, at logical.LSN) error {
 	clear(ls.vals)
 	for j := range identity {
 		c := &identity[j]
@@ -576,20 +716,28 @@ func (r *logRun) delete(ls *logStream, identity []logical.Column, at logical.LSN
 		}
 		ls.vals[i] = c
 	}
-	return r.emit(ls, at, true)
+	return r.record(ctx, ls, nil, at, true)
+}
+
+// record emits ls.vals now, or holds it when it needs re-read values or
+// records before it are held.
+func (r *logRun) record(ctx context.Context, ls *logStream, needs []int, at logical.LSN, deleted bool) error {
+	if len(needs) == 0 && len(r.pending) == 0 {
+		return r.emitValues(ls, ls.vals, at, deleted, r.commitTime)
+	}
+	r.hold(ls, needs, at, deleted)
+	if len(r.pending) >= maxPending {
+		return r.flush(ctx)
+	}
+	return nil
 }
 
 func containsInt(list []int, v int) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
+	return indexOfInt(list, v) >= 0
 }
 
-// emit writes ls.vals as a RECORD; absent values are left out.
-func (r *logRun) emit(ls *logStream, at logical.LSN, deleted bool) error {
+// emitValues writes one RECORD; absent values are left out.
+func (r *logRun) emitValues(ls *logStream, vals []*logical.Column, at logical.LSN, deleted bool, commitTime []byte) error {
 	if r.txTime.IsZero() {
 		r.txTime = r.e.clock()
 	}
@@ -598,7 +746,7 @@ func (r *logRun) emit(ls *logStream, at logical.LSN, deleted bool) error {
 		ls.extractedAt = r.txTime
 	}
 	buf := ls.enc.Begin(r.buf[:0])
-	for i, v := range ls.vals {
+	for i, v := range vals {
 		if v == nil {
 			continue
 		}
@@ -621,7 +769,7 @@ func (r *logRun) emit(ls *logStream, at logical.LSN, deleted bool) error {
 	n := len(ls.p.columns)
 	buf = ls.enc.Field(buf, n)
 	if deleted {
-		buf = append(buf, r.commitTime...)
+		buf = append(buf, commitTime...)
 	} else {
 		buf = append(buf, "null"...)
 	}
@@ -638,11 +786,6 @@ func (r *logRun) emit(ls *logStream, at logical.LSN, deleted bool) error {
 	}
 	r.emitted++
 	r.sinceState++
-	if r.sinceState >= stateEvery {
-		// Mid-transaction the bookmarks keep the last commit: the STATE
-		// only marks progress.
-		return r.writeState()
-	}
 	return nil
 }
 
