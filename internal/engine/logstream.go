@@ -60,7 +60,7 @@ type logRun struct {
 	types map[string]*types.Type
 	// pending holds records back while unchanged TOAST values are re-read.
 	pending []pendingRecord
-	buf   []byte
+	buf     []byte
 	// commitTime is the current transaction's commit time as JSON, made by
 	// timestamp, the formatter of timestamptz values.
 	commitTime []byte
