@@ -548,3 +548,32 @@ func TestLogBasedToastBatch(t *testing.T) {
 	}
 	checkRecordsMatchSchemas(t, r.messages)
 }
+
+// TestConnectionCheck runs --test: server and readable tables, and for
+// LOG_BASED streams the slot, one line per problem and exit 0/1.
+func TestConnectionCheck(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, "CREATE TABLE checked (id integer PRIMARY KEY)")
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	plain := runTap(t, cli.Env{}, "--config", cfg, "--test")
+	if plain.code != 0 || !strings.Contains(plain.stderr, "INFO server: PostgreSQL 15") {
+		t.Fatalf("--test: exit %d\n%s", plain.code, plain.stderr)
+	}
+	catalog := logCatalog(t, cfg, db+"-public-checked")
+	noSlot := runTap(t, cli.Env{}, "--config", cfg, "--test", "--catalog", catalog)
+	if noSlot.code != 1 || !strings.Contains(noSlot.stderr, "ERROR database \""+db+"\" has no logical replication slot") ||
+		!strings.Contains(noSlot.stderr, "INFO stream "+db+"-public-checked: readable") {
+		t.Fatalf("--test without slot: exit %d\n%s", noSlot.code, noSlot.stderr)
+	}
+	newSlot(t, db, slot)
+	ok := runTap(t, cli.Env{}, "--config", cfg, "--test", "--catalog", catalog)
+	if ok.code != 0 || !strings.Contains(ok.stderr, "slot "+slot+" (wal2json) is ready") {
+		t.Fatalf("--test with slot: exit %d\n%s", ok.code, ok.stderr)
+	}
+	testpg.Exec(t, pg, db, "DROP TABLE checked")
+	gone := runTap(t, cli.Env{}, "--config", cfg, "--test", "--catalog", catalog)
+	if gone.code != 1 || !strings.Contains(gone.stderr, "ERROR selected stream "+db+"-public-checked no longer exists") {
+		t.Fatalf("--test with a dropped table: exit %d\n%s", gone.code, gone.stderr)
+	}
+}

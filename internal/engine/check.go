@@ -46,6 +46,26 @@ func (e *Engine) Check(ctx context.Context, catalog *singer.Catalog, w io.Writer
 			fmt.Fprintf(w, "INFO stream %s: readable, %d columns selected\n", p.id, len(p.columns))
 		}
 	}
+	var logPlans []*streamPlan
+	for _, p := range plans {
+		if p.method == MethodLogBased && p.live != nil {
+			logPlans = append(logPlans, p)
+		}
+	}
+	if len(logPlans) > 0 && walLevel != "logical" {
+		fmt.Fprintf(w, "ERROR wal_level is %q: LOG_BASED streams need wal_level = logical (Aurora/RDS: rds.logical_replication = 1)\n", walLevel)
+		failed++
+	}
+	for _, db := range databasesOf(logPlans) {
+		ld := &logDatabase{name: db, plans: plansIn(logPlans, db)}
+		slot, err := e.checkSlot(ctx, ld, singer.NewState())
+		if err != nil {
+			fmt.Fprintf(w, "ERROR %v\n", err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(w, "INFO database %q: slot %s (wal2json) is ready\n", db, slot.Name)
+	}
 	if failed > 0 {
 		return fmt.Errorf("connection check failed: %d problem(s)", failed)
 	}
