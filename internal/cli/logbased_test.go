@@ -577,3 +577,29 @@ func TestConnectionCheck(t *testing.T) {
 		t.Fatalf("--test with a dropped table: exit %d\n%s", gone.code, gone.stderr)
 	}
 }
+
+// TestLogBasedReferenceInterruptedCopy: a state the reference tap wrote in
+// the middle of a LOG_BASED copy (an xmin beside the lsn) copies the table
+// again instead of trusting a half-done copy.
+func TestLogBasedReferenceInterruptedCopy(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, "CREATE TABLE ref (id integer PRIMARY KEY); INSERT INTO ref SELECT generate_series(1, 50)")
+	newSlot(t, db, slot)
+	id := db + "-public-ref"
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, id)
+	lsn := slotConfirmed(t, db, slot)
+	state := map[string]any{"currently_syncing": id, "bookmarks": map[string]any{
+		id: map[string]any{"last_replication_method": "LOG_BASED", "lsn": lsn, "version": 1700000000000, "xmin": 4242}}}
+	r, final := logRun(t, cfg, catalog, state)
+	if n := len(records(r.messages, "ref")); n != 50 {
+		t.Fatalf("%d records, want the table copied again (50)", n)
+	}
+	if bookmarkLSN(t, final, id) < lsn {
+		t.Fatal("the lsn went backwards")
+	}
+	if _, still := final["bookmarks"].(map[string]any)[id].(map[string]any)["xmin"]; still {
+		t.Fatal("xmin kept in our state")
+	}
+}

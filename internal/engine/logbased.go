@@ -131,6 +131,12 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 func (e *Engine) copyLogBased(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
 	bm := state.Bookmark(p.id)
 	switch {
+	case bm.LSN != 0 && bm.ReferenceCopyInterrupted:
+		// The reference tap stopped mid-copy: copy again from a fresh
+		// snapshot; streaming from its older lsn covers the time between.
+		e.log.Info(fmt.Sprintf("stream %s: the reference tap's copy was interrupted (xmin bookmark); copying the table again", p.id))
+		bm.LastPKFetched = nil
+		return e.copyStream(ctx, p, state, out, "")
 	case bm.LSN != 0 && bm.LastPKFetched == nil && bm.Version != 0:
 		return nil
 	case bm.LSN != 0 && bm.LastPKFetched != nil:

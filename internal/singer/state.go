@@ -33,6 +33,9 @@ type Bookmark struct {
 	ReplicationKeyValue json.RawMessage `json:"replication_key_value,omitempty"`
 	// LSN is LOG_BASED's position; 0 means none yet.
 	LSN uint64 `json:"lsn,omitempty"`
+	// ReferenceCopyInterrupted is set when the reference tap's `xmin` shows
+	// it was stopped in the middle of a copy; it is read, never written.
+	ReferenceCopyInterrupted bool `json:"-"`
 }
 
 // NewState returns an empty state.
@@ -129,6 +132,8 @@ func parseBookmark(fields map[string]json.RawMessage) (*Bookmark, error) {
 			err = json.Unmarshal(v, &b.ReplicationKey)
 		case "replication_key_value":
 			b.ReplicationKeyValue = append(json.RawMessage(nil), v...)
+		case "xmin":
+			b.ReferenceCopyInterrupted = true
 		case "lsn":
 			var lsn int64
 			lsn, err = parseInteger(v)
