@@ -201,14 +201,7 @@ func (s *scanner) columns(c *Change, out *[]Column) error {
 	if s.peek() == 'n' {
 		return s.literal("null")
 	}
-	if err := s.expect('['); err != nil {
-		return err
-	}
-	if s.peek() == ']' {
-		s.i++
-		return nil
-	}
-	for {
+	return s.array(func() error {
 		var col Column
 		err := s.object(func(key []byte) error {
 			switch string(key) {
@@ -227,10 +220,24 @@ func (s *scanner) columns(c *Change, out *[]Column) error {
 			}
 			return s.skip()
 		})
-		if err != nil {
+		*out = append(*out, col)
+		return err
+	})
+}
+
+// array calls elem for each element; elem must consume it.
+func (s *scanner) array(elem func() error) error {
+	if err := s.expect('['); err != nil {
+		return err
+	}
+	if s.peek() == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
 			return err
 		}
-		*out = append(*out, col)
 		switch s.peek() {
 		case ',':
 			s.i++
@@ -390,25 +397,7 @@ func (s *scanner) skip() error {
 	case '{':
 		return s.object(func([]byte) error { return s.skip() })
 	case '[':
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			return nil
-		}
-		for {
-			if err := s.skip(); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				return nil
-			default:
-				return errSyntax
-			}
-		}
+		return s.array(s.skip)
 	case '"':
 		var scratch Change
 		_, err := s.str(&scratch)

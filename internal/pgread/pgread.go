@@ -54,12 +54,17 @@ type Query struct {
 	KeyColumns []int
 }
 
-func (q Query) selectList() string {
-	cols := make([]string, len(q.Columns))
+// selectFrom starts a query reading the columns from the table.
+func (q Query) selectFrom(b *strings.Builder) {
+	b.WriteString("SELECT ")
 	for i, c := range q.Columns {
-		cols[i] = pgx.Identifier{c}.Sanitize()
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(pgx.Identifier{c}.Sanitize())
 	}
-	return strings.Join(cols, ", ")
+	b.WriteString(" FROM ")
+	b.WriteString(pgx.Identifier{q.Schema, q.Table}.Sanitize())
 }
 
 func (q Query) keyList() string {
@@ -74,10 +79,7 @@ func (q Query) keyList() string {
 // With after == false it reads from the start.
 func (q Query) ChunkSQL(after bool, limit int) string {
 	var b strings.Builder
-	b.WriteString("SELECT ")
-	b.WriteString(q.selectList())
-	b.WriteString(" FROM ")
-	b.WriteString(pgx.Identifier{q.Schema, q.Table}.Sanitize())
+	q.selectFrom(&b)
 	if len(q.KeyColumns) == 0 {
 		return b.String()
 	}
@@ -130,10 +132,7 @@ func (s *Snapshot) ReadChunk(ctx context.Context, q Query, after [][]byte, limit
 // never skipped) and, by comparison, leaves out NULL keys.
 func (q Query) IncrementalSQL(key int, fromBookmark bool) string {
 	var b strings.Builder
-	b.WriteString("SELECT ")
-	b.WriteString(q.selectList())
-	b.WriteString(" FROM ")
-	b.WriteString(pgx.Identifier{q.Schema, q.Table}.Sanitize())
+	q.selectFrom(&b)
 	col := pgx.Identifier{q.Columns[key]}.Sanitize()
 	if fromBookmark {
 		fmt.Fprintf(&b, " WHERE %s >= $1", col)
