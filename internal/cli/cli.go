@@ -121,10 +121,8 @@ func run(ctx context.Context, o options, env Env, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(cfg, log, env.Clock)
-	if err != nil {
-		return err
-	}
+	eng := engine.New(cfg, log, env.Clock)
+	defer eng.Close()
 	out := singer.NewWriter(env.Stdout)
 	var catalog *singer.Catalog
 	if o.catalogPath != "" {

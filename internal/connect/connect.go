@@ -6,7 +6,6 @@ package connect
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -31,18 +30,29 @@ func SessionSettings() map[string]string {
 	}
 }
 
-// Connector opens connections to any database of the configured server.
+// Connector opens connections to any database of the configured server,
+// through the SSH tunnel when one is configured.
 type Connector struct {
-	cfg config.Config
-	log *slog.Logger
+	cfg    config.Config
+	log    *slog.Logger
+	tunnel *tunnel
 }
 
-// New validates what this build supports of the connection settings.
-func New(cfg config.Config, log *slog.Logger) (*Connector, error) {
+// New prepares connections; the tunnel opens on first use.
+func New(cfg config.Config, log *slog.Logger) *Connector {
+	c := &Connector{cfg: cfg, log: log}
 	if cfg.SSHTunnel != nil {
-		return nil, errors.New("config key \"ssh_tunnel\": SSH tunnels are not supported yet")
+		c.tunnel = newTunnel(*cfg.SSHTunnel, cfg.ConnectTimeout)
 	}
-	return &Connector{cfg: cfg, log: log}, nil
+	return c
+}
+
+// Close closes the tunnel, if any.
+func (c *Connector) Close() error {
+	if c.tunnel == nil {
+		return nil
+	}
+	return c.tunnel.close()
 }
 
 // ConnConfig builds the pgx configuration for one database.
@@ -72,6 +82,11 @@ func (c *Connector) ConnConfig(dbname string) (*pgx.ConnConfig, error) {
 		cc.RuntimeParams[k] = v
 	}
 	cc.RuntimeParams["application_name"] = c.cfg.ApplicationName
+	if c.tunnel != nil {
+		// The database host is resolved on the far side of the tunnel.
+		cc.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
+		cc.DialFunc = c.tunnel.dial
+	}
 	return cc, nil
 }
 

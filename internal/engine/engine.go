@@ -31,16 +31,15 @@ type Engine struct {
 
 // New prepares an engine. clock is injected so tests control versions and
 // time_extracted; nil means time.Now.
-func New(cfg config.Config, log *slog.Logger, clock func() time.Time) (*Engine, error) {
-	conn, err := connect.New(cfg, log)
-	if err != nil {
-		return nil, err
-	}
+func New(cfg config.Config, log *slog.Logger, clock func() time.Time) *Engine {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Engine{cfg: cfg, conn: conn, log: log, clock: clock}, nil
+	return &Engine{cfg: cfg, conn: connect.New(cfg, log), log: log, clock: clock}
 }
+
+// Close releases what connections share (the SSH tunnel).
+func (e *Engine) Close() error { return e.conn.Close() }
 
 func (e *Engine) typeOptions() types.Options {
 	return types.Options{JSONAsObject: e.cfg.JSONAsObject}

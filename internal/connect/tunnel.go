@@ -1,0 +1,237 @@
+package connect
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tap-postgres/tap-postgres/internal/config"
+)
+
+// tunnelKeepalive is how often the tunnel proves it is alive; a dead one
+// is closed so that database calls fail instead of hanging.
+const tunnelKeepalive = 15 * time.Second
+
+// tunnel is an SSH client through which database connections are dialled;
+// the database host is resolved on the far side.
+type tunnel struct {
+	cfg     config.SSHTunnel
+	timeout time.Duration
+
+	mu     sync.Mutex
+	client *ssh.Client
+	done   chan struct{}
+}
+
+func newTunnel(cfg config.SSHTunnel, timeout time.Duration) *tunnel {
+	return &tunnel{cfg: cfg, timeout: timeout}
+}
+
+// dial opens a connection to addr through the tunnel, starting the tunnel
+// on first use.
+func (t *tunnel) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	client, err := t.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := client.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("ssh tunnel: open %s through %s: %w", addr, t.address(), err)
+	}
+	return conn, nil
+}
+
+func (t *tunnel) address() string {
+	return net.JoinHostPort(t.cfg.Host, strconv.Itoa(t.cfg.Port))
+}
+
+func (t *tunnel) connect(ctx context.Context) (*ssh.Client, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.client != nil {
+		return t.client, nil
+	}
+	auth, err := t.authMethods()
+	if err != nil {
+		return nil, err
+	}
+	hostKey, err := t.hostKeyCallback()
+	if err != nil {
+		return nil, err
+	}
+	cc := &ssh.ClientConfig{User: t.cfg.Username, Auth: auth, HostKeyCallback: hostKey, Timeout: t.timeout}
+	d := net.Dialer{Timeout: t.timeout}
+	raw, err := d.DialContext(ctx, "tcp", t.address())
+	if err != nil {
+		return nil, fmt.Errorf("ssh tunnel: connect to %s: %w", t.address(), err)
+	}
+	// The handshake honours the connect timeout too.
+	_ = raw.SetDeadline(time.Now().Add(t.timeout))
+	sc, chans, reqs, err := ssh.NewClientConn(raw, t.address(), cc)
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("ssh tunnel: %s: %w", t.address(), err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	t.client = ssh.NewClient(sc, chans, reqs)
+	t.done = make(chan struct{})
+	go t.keepalive(t.client, t.done)
+	return t.client, nil
+}
+
+// keepalive closes the client when the server stops answering.
+func (t *tunnel) keepalive(client *ssh.Client, done chan struct{}) {
+	ticker := time.NewTicker(tunnelKeepalive)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ticker.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := client.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		select {
+		case err := <-reply:
+			if err == nil {
+				continue
+			}
+		case <-time.After(tunnelKeepalive):
+		case <-done:
+			return
+		}
+		client.Close()
+		return
+	}
+}
+
+func (t *tunnel) close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.client == nil {
+		return nil
+	}
+	close(t.done)
+	err := t.client.Close()
+	t.client = nil
+	return err
+}
+
+func (t *tunnel) authMethods() ([]ssh.AuthMethod, error) {
+	var methods []ssh.AuthMethod
+	if key := t.cfg.PrivateKey.Reveal(); key != "" {
+		pem := []byte(key)
+		if !strings.Contains(key, "PRIVATE KEY") {
+			data, err := os.ReadFile(key)
+			if err != nil {
+				return nil, errors.New("ssh tunnel: private_key is neither PEM text nor a readable file")
+			}
+			pem = data
+		}
+		var signer ssh.Signer
+		var err error
+		if pass := t.cfg.Passphrase.Reveal(); pass != "" {
+			signer, err = ssh.ParsePrivateKeyWithPassphrase(pem, []byte(pass))
+		} else {
+			signer, err = ssh.ParsePrivateKey(pem)
+		}
+		if err != nil {
+			var missing *ssh.PassphraseMissingError
+			if errors.As(err, &missing) {
+				return nil, errors.New("ssh tunnel: private_key is encrypted and no passphrase is set")
+			}
+			// The parser's message never contains key material.
+			return nil, fmt.Errorf("ssh tunnel: private_key cannot be read: %w", err)
+		}
+		methods = append(methods, ssh.PublicKeys(signer))
+	}
+	if pw := t.cfg.Password.Reveal(); pw != "" {
+		methods = append(methods, ssh.Password(pw))
+	}
+	return methods, nil
+}
+
+// hostKeyCallback accepts only a host key listed in known_hosts (text or
+// path) or matching host_key_fingerprint. There is no way to skip the check.
+func (t *tunnel) hostKeyCallback() (ssh.HostKeyCallback, error) {
+	if fp := t.cfg.HostKeyFingerprint; fp != "" {
+		return func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			got := ssh.FingerprintSHA256(key)
+			if subtle.ConstantTimeCompare([]byte(got), []byte(fp)) != 1 {
+				return fmt.Errorf("host key %s does not match host_key_fingerprint %s: refusing to connect", got, fp)
+			}
+			return nil
+		}, nil
+	}
+	text := []byte(t.cfg.KnownHosts)
+	if !bytes.Contains(text, []byte(" ")) {
+		data, err := os.ReadFile(t.cfg.KnownHosts)
+		if err != nil {
+			return nil, fmt.Errorf("ssh tunnel: known_hosts is neither known_hosts text nor a readable file: %w", err)
+		}
+		text = data
+	}
+	known, err := parseKnownHosts(text)
+	if err != nil {
+		return nil, err
+	}
+	host := t.cfg.Host
+	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
+		for _, k := range known {
+			if k.matches(host, t.cfg.Port) && bytes.Equal(k.key.Marshal(), key.Marshal()) {
+				return nil
+			}
+		}
+		return fmt.Errorf("host key %s of %s is not in known_hosts: refusing to connect (unknown or changed host key)",
+			ssh.FingerprintSHA256(key), t.address())
+	}, nil
+}
+
+type knownHost struct {
+	patterns []string
+	key      ssh.PublicKey
+}
+
+// matches follows OpenSSH's host patterns: `host`, `[host]:port`, `*`.
+// Hashed entries are not supported (ssh-keyscan without -H writes plain ones).
+func (k knownHost) matches(host string, port int) bool {
+	for _, p := range k.patterns {
+		if p == "*" || p == host && port == 22 || p == "["+host+"]:"+strconv.Itoa(port) {
+			return true
+		}
+	}
+	return false
+}
+
+func parseKnownHosts(text []byte) ([]knownHost, error) {
+	var out []knownHost
+	rest := text
+	for len(bytes.TrimSpace(rest)) > 0 {
+		marker, hosts, key, _, next, err := ssh.ParseKnownHosts(rest)
+		if err != nil {
+			return nil, fmt.Errorf("ssh tunnel: known_hosts: %w", err)
+		}
+		rest = next
+		if marker == "@revoked" {
+			continue
+		}
+		out = append(out, knownHost{patterns: hosts, key: key})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("ssh tunnel: known_hosts lists no host key")
+	}
+	return out, nil
+}

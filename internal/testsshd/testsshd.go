@@ -1,0 +1,173 @@
+// Package testsshd starts a real OpenSSH server on a free loopback port for
+// tunnel tests, with host and client keys the test generates.
+package testsshd
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Binary is where Debian's openssh-server puts sshd.
+const Binary = "/usr/sbin/sshd"
+
+// Passphrase protects ClientKeyEncrypted.
+const Passphrase = "tunnel-passphrase-9f3k"
+
+// Server is a running sshd.
+type Server struct {
+	Host string
+	Port int
+	User string
+	// KnownHosts is a known_hosts line for the server's host key.
+	KnownHosts string
+	// Fingerprint is the host key's SHA256: fingerprint.
+	Fingerprint string
+	// ClientKey and ClientKeyEncrypted are PEM private keys sshd accepts.
+	ClientKey, ClientKeyEncrypted string
+	// OtherHostKnownHosts lists a different key for the same host: a
+	// changed host key.
+	OtherHostKnownHosts string
+	Log                 *bytes.Buffer
+	cmd                 *exec.Cmd
+}
+
+// Start runs sshd until the test ends. It fails the test when sshd is not
+// installed (scripts/install-deps.sh installs openssh-server).
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := os.Stat(Binary); err != nil {
+		t.Fatalf("testsshd: %s not found (install openssh-server): %v", Binary, err)
+	}
+	dir := t.TempDir()
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Host: "127.0.0.1", User: me.Username, Log: &bytes.Buffer{}}
+	hostPub, hostPEM := newKey(t, "")
+	s.Fingerprint = ssh.FingerprintSHA256(hostPub)
+	otherPub, _ := newKey(t, "")
+	clientPub, clientPEM := newKey(t, "")
+	encPub, encPEM := newKey(t, Passphrase)
+	s.ClientKey, s.ClientKeyEncrypted = clientPEM, encPEM
+	write(t, filepath.Join(dir, "host_key"), hostPEM)
+	write(t, filepath.Join(dir, "authorized_keys"),
+		string(ssh.MarshalAuthorizedKey(clientPub))+string(ssh.MarshalAuthorizedKey(encPub)))
+	if os.Geteuid() == 0 {
+		// Privilege separation needs this directory (the package makes it
+		// at boot, which a fresh CI machine may not have had).
+		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		s.Port = freePort(t)
+		conf := fmt.Sprintf(`Port %d
+ListenAddress 127.0.0.1
+HostKey %s
+PidFile %s
+AuthorizedKeysFile %s
+StrictModes no
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowTcpForwarding yes
+LogLevel VERBOSE
+`, s.Port, filepath.Join(dir, "host_key"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "authorized_keys"))
+		write(t, filepath.Join(dir, "sshd_config"), conf)
+		s.cmd = exec.Command(Binary, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+		s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
+		if err := s.cmd.Start(); err != nil {
+			t.Fatalf("testsshd: start: %v", err)
+		}
+		if waitListening(s.Host, s.Port, 5*time.Second) {
+			break
+		}
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		if attempt == 2 {
+			t.Fatalf("testsshd: sshd did not listen:\n%s", s.Log)
+		}
+	}
+	t.Cleanup(s.Stop)
+	pattern := fmt.Sprintf("[%s]:%d", s.Host, s.Port)
+	s.KnownHosts = pattern + " " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostPub)))
+	s.OtherHostKnownHosts = pattern + " " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(otherPub)))
+	return s
+}
+
+// Stop kills sshd (and with it every tunnel through it).
+func (s *Server) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+func newKey(t testing.TB, passphrase string) (ssh.PublicKey, string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block *pem.Block
+	if passphrase == "" {
+		block, err = ssh.MarshalPrivateKey(priv, "")
+	} else {
+		block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte(passphrase))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sshPub, string(pem.EncodeToMemory(block))
+}
+
+func write(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitListening(host string, port int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
