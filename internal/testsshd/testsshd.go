@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,8 +42,27 @@ type Server struct {
 	// OtherHostKnownHosts lists a different key for the same host: a
 	// changed host key.
 	OtherHostKnownHosts string
-	Log                 *bytes.Buffer
-	cmd                 *exec.Cmd
+	// Log is what sshd printed.
+	Log *SyncBuffer
+	cmd *exec.Cmd
+}
+
+// SyncBuffer is a buffer sshd's output goroutine and the test may share.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // Start runs sshd until the test ends. It fails the test when sshd is not
@@ -57,7 +77,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Host: "127.0.0.1", User: me.Username, Log: &bytes.Buffer{}}
+	s := &Server{Host: "127.0.0.1", User: me.Username, Log: &SyncBuffer{}}
 	hostPub, hostPEM := newKey(t, "")
 	s.Fingerprint = ssh.FingerprintSHA256(hostPub)
 	otherPub, _ := newKey(t, "")
