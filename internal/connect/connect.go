@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -36,6 +37,8 @@ type Connector struct {
 	cfg    config.Config
 	log    *slog.Logger
 	tunnel *tunnel
+	// tlsLogged makes the chosen SSL state an INFO line once per run.
+	tlsLogged sync.Once
 }
 
 // New prepares connections; the tunnel opens on first use.
@@ -100,7 +103,13 @@ func (c *Connector) Connect(ctx context.Context, dbname string) (*pgx.Conn, erro
 	if err != nil {
 		return nil, fmt.Errorf("connect to database %q on %s:%d: %w", dbname, c.cfg.Host, c.cfg.Port, err)
 	}
-	c.log.Debug(fmt.Sprintf("connected to database %q (%s)", dbname, TLSState(conn.PgConn())))
+	c.tlsLogged.Do(func() {
+		via := ""
+		if c.tunnel != nil {
+			via = " through the SSH tunnel to " + c.tunnel.address()
+		}
+		c.log.Info(fmt.Sprintf("connected to %s:%d%s with sslmode=%s: %s", c.cfg.Host, c.cfg.Port, via, c.cfg.SSLMode, TLSState(conn.PgConn())))
+	})
 	return conn, nil
 }
 

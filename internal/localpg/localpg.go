@@ -60,6 +60,10 @@ type Options struct {
 	ExtraConf []string
 	// HBA lines are placed in pg_hba.conf before the default rules.
 	HBA []string
+	// Files are written into the data directory (mode 0600, owned by the
+	// server's user) before it starts: certificates and keys ExtraConf
+	// names by relative path.
+	Files map[string][]byte
 	// Log receives human-readable progress lines. May be nil.
 	Log io.Writer
 }
@@ -166,6 +170,16 @@ func (c *Cluster) setup(ctx context.Context, opts Options) error {
 
 	if err := c.initdb(ctx); err != nil {
 		return err
+	}
+
+	for name, data := range opts.Files {
+		path := filepath.Join(c.DataDir, name)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return fmt.Errorf("localpg: writing %s: %w", path, err)
+		}
+		if err := c.chown(path); err != nil {
+			return err
+		}
 	}
 
 	hbaPath := filepath.Join(c.DataDir, "pg_hba.conf")
