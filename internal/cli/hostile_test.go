@@ -163,3 +163,53 @@ func TestUnresponsiveServerIsBounded(t *testing.T) {
 		t.Fatalf("exit %d, last line %q", r.code, lastLine(r.stderr))
 	}
 }
+
+// TestSecretsNeverPrinted runs failing and succeeding cases with
+// recognisable secrets and greps everything the tap printed.
+func TestSecretsNeverPrinted(t *testing.T) {
+	const pw, sshPW, pass = "Pw-XYZZY-41-secret", "Ssh-XYZZY-42-secret", "Pass-XYZZY-43-secret"
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, "CREATE TABLE s (id integer PRIMARY KEY); INSERT INTO s VALUES (1)")
+	role := "sec_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, fmt.Sprintf("CREATE USER %s PASSWORD '%s'; GRANT SELECT ON s TO %s", role, pw, role))
+	t.Cleanup(func() {
+		testpg.Exec(t, pg, db, "DROP OWNED BY "+role)
+		testpg.Exec(t, pg, "postgres", "DROP ROLE IF EXISTS "+role)
+	})
+	good := configFor(db, map[string]any{"user": role, "password": pw})
+	with := func(changes map[string]any) string {
+		c := map[string]any{}
+		for k, v := range good {
+			c[k] = v
+		}
+		for k, v := range changes {
+			c[k] = v
+		}
+		return writeFile(t, "config.json", c)
+	}
+	catalog := fullTableCatalog(t, with(nil))
+	cases := map[string][]string{
+		"wrong password":     {"--config", with(map[string]any{"password": pw + "-wrong"}), "--discover"},
+		"unknown database":   {"--config", with(map[string]any{"dbname": "no_such_db", "filter_dbs": ""}), "--discover"},
+		"bad port":           {"--config", with(map[string]any{"port": "not-a-port"}), "--discover"},
+		"password as object": {"--config", with(map[string]any{"password": map[string]any{"value": pw}}), "--discover"},
+		"ssh tunnel down": {"--config", with(map[string]any{"ssh_tunnel": map[string]any{"host": "127.0.0.1", "port": 1,
+			"username": "u", "password": sshPW, "passphrase": pass, "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nnotakey\n-----END OPENSSH PRIVATE KEY-----",
+			"host_key_fingerprint": "SHA256:x"}}), "--discover"},
+		"sync ok":  {"--config", with(nil), "--catalog", catalog},
+		"test ok":  {"--config", with(nil), "--test", "--catalog", catalog},
+		"not json": {"--config", writeFile(t, "broken.json", `{"password": "`+pw+`", "host": `), "--discover"},
+	}
+	for name, args := range cases {
+		r := runTap(t, cli.Env{}, args...)
+		all := r.stdout + r.stderr
+		for _, secret := range []string{pw, sshPW, pass, "notakey"} {
+			if strings.Contains(all, secret) {
+				t.Errorf("%s: the output contains %q:\n%s", name, secret, all)
+			}
+		}
+		if strings.HasSuffix(name, " ok") != (r.code == 0) {
+			t.Errorf("%s: exit %d\n%s", name, r.code, r.stderr)
+		}
+	}
+}
