@@ -603,3 +603,33 @@ func TestLogBasedReferenceInterruptedCopy(t *testing.T) {
 		t.Fatal("xmin kept in our state")
 	}
 }
+
+// TestLogBasedTypeSpellings: types wal2json spells differently from
+// format_type ("char"), user types outside the search path and domains
+// stream without spurious shape changes, with the copy's values.
+func TestLogBasedTypeSpellings(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, `CREATE SCHEMA "odd Schema";
+		CREATE TYPE "odd Schema".mood AS ENUM ('calm', 'storm');
+		CREATE DOMAIN "odd Schema".short AS varchar(5);
+		CREATE TABLE "odd Schema".spelled (id integer PRIMARY KEY, c "char", m "odd Schema".mood, d "odd Schema".short,
+			b bit(1), n numeric(6,2), ms "odd Schema".mood[]);
+		INSERT INTO "odd Schema".spelled VALUES (1, 'a', 'calm', 'x', B'1', 1.5, '{calm}');`)
+	newSlot(t, db, slot)
+	id := db + "-odd Schema-spelled"
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, id)
+	first, s1 := logRun(t, cfg, catalog, nil)
+	testpg.Exec(t, pg, db, `INSERT INTO "odd Schema".spelled SELECT id + 1, c, m, d, b, n, ms FROM "odd Schema".spelled`)
+	second, _ := logRun(t, cfg, catalog, s1)
+	if n := len(streamMessages(second.messages, "spelled")); n != 2 {
+		t.Fatalf("want one SCHEMA and one RECORD, got %v", streamMessages(second.messages, "spelled"))
+	}
+	copied, logged := rawRecords(t, first.stdout, "spelled")[1], rawRecords(t, second.stdout, "spelled")[2]
+	for col, v := range copied {
+		if col != "id" && string(logged[col]) != string(v) {
+			t.Errorf("column %s: copy %s, log %s", col, v, logged[col])
+		}
+	}
+}

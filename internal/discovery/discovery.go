@@ -58,6 +58,8 @@ type Column struct {
 	NotNull bool
 	// SQLType is format_type(atttypid, atttypmod).
 	SQLType string
+	// TypeOID is atttypid.
+	TypeOID uint32
 	Type    *types.Type
 }
 
@@ -211,14 +213,14 @@ func loadColumns(ctx context.Context, conn *pgx.Conn, byOID map[uint32]*Table, o
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var rel, typeOID uint32
+		var rel uint32
 		var typmod int32
 		c := &Column{}
-		if err := rows.Scan(&rel, &c.Name, &c.Num, &typeOID, &typmod, &c.NotNull, &c.SQLType); err != nil {
+		if err := rows.Scan(&rel, &c.Name, &c.Num, &c.TypeOID, &typmod, &c.NotNull, &c.SQLType); err != nil {
 			return err
 		}
 		t := byOID[rel]
-		c.Type, err = types.Resolve(typeOID, typmod, lookup, opts)
+		c.Type, err = types.Resolve(c.TypeOID, typmod, lookup, opts)
 		if err != nil {
 			return fmt.Errorf("%s.%s column %s: %w", t.Schema, t.Name, c.Name, err)
 		}
@@ -268,14 +270,24 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// ResolveTypeName resolves a type as format_type prints it (and as wal2json
-// reports a column's type at the time of a change) to a Type. The name is
-// first checked to be nothing but a type name, then cast to, so that the
-// server reports its OID and typmod.
-func ResolveTypeName(ctx context.Context, conn *pgx.Conn, name string, opts types.Options) (*types.Type, error) {
-	var oid uint32
-	if err := conn.QueryRow(ctx, `SELECT $1::regtype::oid`, name).Scan(&oid); err != nil {
+// ResolveLogType resolves a column type as wal2json reports it at the time
+// of a change: its format_type name and OID. The name carries the typmod
+// (numeric(12,2), bit(1)) and is used when it denotes that very OID; names
+// that do not resolve back to it ("char", types outside the search path)
+// fall back to the OID alone.
+func ResolveLogType(ctx context.Context, conn *pgx.Conn, name string, oid uint32, opts types.Options) (*types.Type, error) {
+	lookup, err := typeLookup(ctx, conn)
+	if err != nil {
 		return nil, fmt.Errorf("resolve type %q: %w", name, err)
+	}
+	var named uint32
+	// regtype input accepts nothing but a type name, so the cast below
+	// cannot run anything else.
+	if err := conn.QueryRow(ctx, `SELECT to_regtype($1)::oid`, name).Scan(&named); err != nil || named == 0 || oid != 0 && named != oid {
+		if oid == 0 {
+			return nil, fmt.Errorf("resolve type %q: not a type name", name)
+		}
+		return types.Resolve(oid, -1, lookup, opts)
 	}
 	rr := conn.PgConn().ExecParams(ctx, "SELECT NULL::"+name, nil, nil, nil, nil)
 	// The descriptions live in the connection's buffers: read them first.
@@ -286,10 +298,6 @@ func ResolveTypeName(ctx context.Context, conn *pgx.Conn, name string, opts type
 	}
 	typeOID, typmod := fields[0].DataTypeOID, fields[0].TypeModifier
 	if _, err := rr.Close(); err != nil {
-		return nil, fmt.Errorf("resolve type %q: %w", name, err)
-	}
-	lookup, err := typeLookup(ctx, conn)
-	if err != nil {
 		return nil, fmt.Errorf("resolve type %q: %w", name, err)
 	}
 	return types.Resolve(typeOID, typmod, lookup, opts)

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -21,6 +23,10 @@ const receiveWait = time.Second
 
 // stateInterval is the longest a run streams changes without a STATE.
 const stateInterval = 5 * time.Second
+
+// byteaOID is bytea's fixed OID: wal2json writes only that type's values
+// as bare hex (a domain over bytea goes through its output function).
+const byteaOID = 17
 
 // logStream is one selected stream as the change stream feeds it.
 type logStream struct {
@@ -190,7 +196,10 @@ func pluginArgs(format int, addTables string) ([]string, func([]byte, *logical.C
 			logical.PluginArg("format-version", "1"),
 			logical.PluginArg("write-in-chunks", "true"),
 			logical.PluginArg("include-timestamp", "true"),
-			logical.PluginArg("include-types", "true"),
+			// Type names: wal2json's format 1 can print them as invalid
+			// JSON (quoted identifiers); the OIDs identify the types.
+			logical.PluginArg("include-types", "false"),
+			logical.PluginArg("include-type-oids", "true"),
 			logical.PluginArg("add-tables", addTables),
 		}, logical.DecodeV1Chunk
 	}
@@ -199,6 +208,7 @@ func pluginArgs(format int, addTables string) ([]string, func([]byte, *logical.C
 		logical.PluginArg("include-transaction", "true"),
 		logical.PluginArg("include-timestamp", "true"),
 		logical.PluginArg("include-types", "true"),
+		logical.PluginArg("include-type-oids", "true"),
 		logical.PluginArg("add-tables", addTables),
 	}, logical.DecodeV2
 }
@@ -271,7 +281,7 @@ func (ls *logStream) rebuild(e *Engine) {
 	}
 	ls.rawBytea = make([]bool, len(p.columns))
 	for i, c := range p.columns {
-		ls.rawBytea[i] = c.SQLType == "bytea"
+		ls.rawBytea[i] = c.TypeOID == byteaOID
 	}
 	ls.keyCols = columnIndexes(p.columns, p.live.PrimaryKey)
 	ls.warned = make([]types.Issue, len(p.columns))
@@ -405,14 +415,24 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 	for j := range cols {
 		c := &cols[j]
 		if i, ok := ls.index[c.Name]; ok {
-			if c.Type != "" && c.Type != ls.p.columns[i].SQLType {
-				t, err := r.resolveType(ctx, c.Type)
+			cur := ls.p.columns[i]
+			if c.TypeOID != 0 && c.TypeOID != cur.TypeOID || c.Type != "" && c.Type != cur.SQLType {
+				t, err := r.resolveType(ctx, c.Type, c.TypeOID)
 				if err != nil {
 					return fmt.Errorf("stream %s column %q: %w", ls.p.id, c.Name, err)
 				}
-				col := *ls.p.columns[i]
-				col.SQLType, col.Type = c.Type, t
-				retyped[i] = &col
+				col := *cur
+				col.SQLType, col.Type = cmp.Or(c.Type, t.BaseName), t
+				if c.TypeOID != 0 {
+					col.TypeOID = c.TypeOID
+				}
+				if col.TypeOID == cur.TypeOID && sameSchema(col.Type, cur.Type) {
+					// The same type spelled differently ("char" and
+					// "\"char\""): remember the spelling, nothing changed.
+					ls.p.columns[i] = &col
+				} else {
+					retyped[i] = &col
+				}
 			}
 			ls.vals[i] = c
 			continue
@@ -461,27 +481,37 @@ func (r *logRun) newColumn(ctx context.Context, ls *logStream, c *logical.Column
 			}
 		}
 	}
-	t, err := r.resolveType(ctx, c.Type)
+	t, err := r.resolveType(ctx, c.Type, c.TypeOID)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s new column %q: %w", ls.p.id, c.Name, err)
 	}
 	if !t.Supported() {
 		return nil, nil
 	}
-	return &discovery.Column{Name: c.Name, SQLType: c.Type, Type: t}, nil
+	return &discovery.Column{Name: c.Name, SQLType: cmp.Or(c.Type, t.BaseName), TypeOID: c.TypeOID, Type: t}, nil
 }
 
-// resolveType turns a wal2json type name into a Type, once per name.
-func (r *logRun) resolveType(ctx context.Context, name string) (*types.Type, error) {
-	if t, ok := r.types[name]; ok {
+// resolveType turns a wal2json type into a Type, once per name and OID.
+func (r *logRun) resolveType(ctx context.Context, name string, oid uint32) (*types.Type, error) {
+	key := fmt.Sprintf("%d %s", oid, name)
+	if t, ok := r.types[key]; ok {
 		return t, nil
 	}
-	t, err := discovery.ResolveTypeName(ctx, r.conn, name, r.e.typeOptions())
+	t, err := discovery.ResolveLogType(ctx, r.conn, name, oid, r.e.typeOptions())
 	if err != nil {
 		return nil, err
 	}
-	r.types[name] = t
+	r.types[key] = t
 	return t, nil
+}
+
+// sameSchema tells whether two types look alike to the target.
+func sameSchema(a, b *types.Type) bool {
+	sa, da := a.ColumnSchema(true)
+	sb, db := b.ColumnSchema(true)
+	ja, errA := json.Marshal(sa)
+	jb, errB := json.Marshal(sb)
+	return errA == nil && errB == nil && a.Kind == b.Kind && bytes.Equal(ja, jb) && fmt.Sprint(da) == fmt.Sprint(db)
 }
 
 // shapeChange is what a change showed of a table's new shape: columns by

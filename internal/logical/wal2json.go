@@ -4,6 +4,7 @@
 package logical
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -29,10 +30,12 @@ const (
 // tap's formatter expects it: strings unescaped, numbers and booleans as
 // written (never through a float), Null for SQL NULL.
 type Column struct {
-	Name  string
-	Type  string
-	Value []byte
-	Null  bool
+	Name string
+	Type string
+	// TypeOID is the column type's OID (include-type-oids); 0 when absent.
+	TypeOID uint32
+	Value   []byte
+	Null    bool
 }
 
 // Change is one decoded wal2json message. A decoder reuses a Change's
@@ -210,8 +213,12 @@ func (s *scanner) columns(c *Change, out *[]Column) error {
 				col.Name = string(v)
 				return err
 			case "type":
-				v, err := s.str(c)
+				v, err := s.typeName(c)
 				col.Type = string(v)
+				return err
+			case "typeoid":
+				oid, err := s.oid(c)
+				col.TypeOID = oid
 				return err
 			case "value":
 				v, null, err := s.value(c)
@@ -223,6 +230,47 @@ func (s *scanner) columns(c *Change, out *[]Column) error {
 		*out = append(*out, col)
 		return err
 	})
+}
+
+// typeName reads a column's type name. wal2json prints a name that
+// format_type already quoted (`"char"`, `"odd Schema".mood`) without
+// escaping it, which is not always a JSON string: such a name is taken raw,
+// up to the key that follows it. The OID beside it is what identifies the
+// type; the name only adds the typmod.
+func (s *scanner) typeName(c *Change) ([]byte, error) {
+	start := s.i
+	v, err := s.str(c)
+	if err != nil {
+		return nil, err
+	}
+	if b := s.peek(); b == ',' || b == '}' {
+		return v, nil
+	}
+	rest := s.data[s.i:]
+	end := -1
+	for _, next := range []string{`,"typeoid":`, `,"value":`} {
+		if j := bytes.Index(rest, []byte(next)); j >= 0 && (end < 0 || j < end) {
+			end = j
+		}
+	}
+	if end < 0 {
+		return nil, errSyntax
+	}
+	s.i += end
+	return bytes.TrimSpace(s.data[start:s.i]), nil
+}
+
+// oid reads an unsigned 32-bit integer.
+func (s *scanner) oid(c *Change) (uint32, error) {
+	v, null, err := s.value(c)
+	if err != nil || null {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(string(v), 10, 32)
+	if err != nil {
+		return 0, errSyntax
+	}
+	return uint32(n), nil
 }
 
 // array calls elem for each element; elem must consume it.

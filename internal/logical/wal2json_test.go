@@ -43,6 +43,16 @@ func TestDecodeV2(t *testing.T) {
 	if len(c.Identity) != 1 || string(c.Identity[0].Value) != "-7" {
 		t.Fatalf("identity: %+v", c.Identity)
 	}
+	// wal2json prints names format_type quoted without escaping them.
+	raw := `{"action":"I","schema":"odd Schema","table":"t","columns":[{"name":"m","type":"odd Schema".mood,"typeoid":16470,"value":"calm"},` +
+		`{"name":"c","type":"char","typeoid":18,"value":"a"}]}`
+	if err := DecodeV2([]byte(raw), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Columns[0].Type != `"odd Schema".mood` || c.Columns[0].TypeOID != 16470 || string(c.Columns[0].Value) != "calm" ||
+		c.Columns[1].Type != "char" || c.Columns[1].TypeOID != 18 {
+		t.Fatalf("raw type names: %+v", c.Columns)
+	}
 	for _, bad := range []string{``, `{`, `{"action":"I"`, `{"action":"II"}`, `{"schema":"s"}`, `{"action":"I"} x`,
 		`{"action":"I","columns":[{"value":tru}]}`, `{"action":"I","columns":[{"value":"\x"}]}`, `[1]`} {
 		if err := DecodeV2([]byte(bad), &c); err == nil {

@@ -43,6 +43,7 @@ func DecodeV1Chunk(data []byte, c *Change) error {
 	}
 	s := scanner{data: trimmed}
 	var names, typeNames []string
+	var typeOIDs, oldTypeOIDs []uint32
 	var values []Column
 	var oldNames, oldTypes []string
 	var oldValues []Column
@@ -79,6 +80,8 @@ func DecodeV1Chunk(data []byte, c *Change) error {
 			return s.strings(c, &names)
 		case "columntypes":
 			return s.strings(c, &typeNames)
+		case "columntypeoids":
+			return s.oids(c, &typeOIDs)
 		case "columnvalues":
 			return s.values(c, &values)
 		case "oldkeys":
@@ -88,6 +91,8 @@ func DecodeV1Chunk(data []byte, c *Change) error {
 					return s.strings(c, &oldNames)
 				case "keytypes":
 					return s.strings(c, &oldTypes)
+				case "keytypeoids":
+					return s.oids(c, &oldTypeOIDs)
 				case "keyvalues":
 					return s.values(c, &oldValues)
 				}
@@ -109,10 +114,10 @@ func DecodeV1Chunk(data []byte, c *Change) error {
 	if err != nil {
 		return wrapV1(err)
 	}
-	if c.Columns, err = zipColumns(c.Columns, names, typeNames, values); err != nil {
+	if c.Columns, err = zipColumns(c.Columns, names, typeNames, typeOIDs, values); err != nil {
 		return wrapV1(err)
 	}
-	c.Identity, err = zipColumns(c.Identity, oldNames, oldTypes, oldValues)
+	c.Identity, err = zipColumns(c.Identity, oldNames, oldTypes, oldTypeOIDs, oldValues)
 	return wrapV1(err)
 }
 
@@ -124,18 +129,31 @@ func wrapV1(err error) error {
 }
 
 // zipColumns joins format 1's parallel name, type and value arrays.
-func zipColumns(dst []Column, names, typeNames []string, values []Column) ([]Column, error) {
-	if len(values) != len(names) || len(typeNames) != 0 && len(typeNames) != len(names) {
-		return dst, fmt.Errorf("%d column names, %d types, %d values", len(names), len(typeNames), len(values))
+func zipColumns(dst []Column, names, typeNames []string, typeOIDs []uint32, values []Column) ([]Column, error) {
+	if len(values) != len(names) || len(typeNames) != 0 && len(typeNames) != len(names) ||
+		len(typeOIDs) != 0 && len(typeOIDs) != len(names) {
+		return dst, fmt.Errorf("%d column names, %d types, %d type OIDs, %d values", len(names), len(typeNames), len(typeOIDs), len(values))
 	}
 	for i, v := range values {
 		v.Name = names[i]
 		if len(typeNames) > 0 {
 			v.Type = typeNames[i]
 		}
+		if len(typeOIDs) > 0 {
+			v.TypeOID = typeOIDs[i]
+		}
 		dst = append(dst, v)
 	}
 	return dst, nil
+}
+
+// oids reads an array of type OIDs.
+func (s *scanner) oids(c *Change, out *[]uint32) error {
+	return s.array(func() error {
+		oid, err := s.oid(c)
+		*out = append(*out, oid)
+		return err
+	})
 }
 
 // strings reads an array of strings.
