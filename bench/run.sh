@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Benchmark: each row of issue #5's table, beside the limit it is measured
+# against, in the same run on the same machine. Output goes to /dev/null;
+# peak RSS comes from /usr/bin/time -v.
+#
+#   bench/run.sh              # 1M-row bench.wide, 5M-row bench.narrow (as ../shared/bench)
+#   ROWS_WIDE=200000 ROWS_NARROW=1000000 bench/run.sh   # quicker
+#
+# Env: SHARED_BENCH (default ../shared/bench), PORT (55433), KEEP=1 keeps the cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SHARED_BENCH="${SHARED_BENCH:-$ROOT/../shared/bench}"
+PORT="${PORT:-55433}"
+ROWS_WIDE="${ROWS_WIDE:-1000000}"
+ROWS_NARROW="${ROWS_NARROW:-5000000}"
+UPDATE_ROWS="${UPDATE_ROWS:-200000}"
+TABLES_MANY="${TABLES_MANY:-10000}"
+PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
+export PGHOST=127.0.0.1 PGPORT="$PORT" PGUSER=postgres PGDATABASE=bench
+PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
+WORK=$(mktemp -d)
+trap '[ "${KEEP:-0}" = 1 ] || "$SHARED_BENCH/stop-pg.sh" "$PORT" --purge >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+
+scripts/install-deps.sh
+command -v /usr/bin/time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+go build -o "$WORK/tap-postgres" ./cmd/tap-postgres
+TAP="$WORK/tap-postgres"
+
+"$SHARED_BENCH/start-pg.sh" "$PORT" >/dev/null
+"$SHARED_BENCH/dataset.sh" "$ROWS_WIDE" "$ROWS_NARROW" >/dev/null 2>&1
+
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc -l; }
+rate() { echo "$1 / $2" | bc -l | xargs printf '%.0f'; }
+rss() { awk -F: '/Maximum resident/ {printf "%.1f", $2/1024}' "$1"; }
+row() { # label rows tap_s limit_s rss_mib target
+  local tap_rate limit_rate ratio
+  tap_rate=$(rate "$2" "$3"); limit_rate=$(rate "$2" "$4")
+  ratio=$(echo "$tap_rate / $limit_rate" | bc -l | xargs printf '%.2f')
+  printf '| %-44s | %9s | %10s | %10s | %5sx | %7s MiB | %s |\n' "$1" "$2" "$tap_rate" "$limit_rate" "$ratio" "$5" "$6"
+}
+
+cat >"$WORK/config.json" <<JSON
+{"host":"127.0.0.1","port":$PORT,"user":"postgres","password":"unused","dbname":"bench","filter_dbs":"bench",
+ "filter_schemas":"bench","sslmode":"disable"}
+JSON
+"$TAP" --config "$WORK/config.json" --discover >"$WORK/discovered.json" 2>/dev/null
+catalog() { # table method [replication-key]
+  python3 - "$WORK/discovered.json" "$1" "$2" "${3:-}" >"$WORK/catalog-$1-$2.json" <<'PY'
+import json, sys
+path, table, method, key = sys.argv[1:]
+c = json.load(open(path))
+for s in c["streams"]:
+    for m in s["metadata"]:
+        if m["breadcrumb"] == []:
+            m["metadata"]["selected"] = s["table_name"] == table
+            m["metadata"]["replication-method"] = method
+            if key:
+                m["metadata"]["replication-key"] = key
+json.dump(c, sys.stdout)
+PY
+  echo "$WORK/catalog-$1-$2.json"
+}
+timed() { # name command... : runs with output to /dev/null, prints seconds
+  local s e
+  s=$(now)
+  /usr/bin/time -v -o "$WORK/$1.time" "${@:2}" >/dev/null 2>"$WORK/$1.err"
+  e=$(now)
+  secs "$s" "$e"
+}
+copy_limit() {
+  local s e
+  s=$(now); "${PSQL[@]}" -c "\\copy (select * from bench.$1) to '/dev/null'"; e=$(now)
+  secs "$s" "$e"
+}
+
+echo "# tap-postgres benchmark  $(date -u +%FT%TZ)  $(nproc) cores  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# $("${PSQL[@]}" -tAc 'select version()')"
+echo
+echo "| work | rows | tap rows/s | limit rows/s | ratio | peak RSS | target |"
+echo "|---|---|---|---|---|---|---|"
+
+for t in wide narrow; do
+  n=$("${PSQL[@]}" -tAc "select count(*) from bench.$t")
+  cat=$(catalog "$t" FULL_TABLE)
+  tap_s=$(timed "full_$t" "$TAP" --config "$WORK/config.json" --catalog "$cat")
+  lim_s=$(copy_limit "$t")
+  target=">= 0.8x"; [ "$t" = narrow ] && target=">= 0.5x"
+  row "FULL_TABLE bench.$t vs psql \\copy" "$n" "$tap_s" "$lim_s" "$(rss "$WORK/full_$t.time")" "$target"
+  eval "full_${t}_s=$tap_s"
+done
+
+n=$("${PSQL[@]}" -tAc "select count(*) from bench.wide")
+cat=$(catalog wide INCREMENTAL updated_at)
+inc_s=$(timed incremental "$TAP" --config "$WORK/config.json" --catalog "$cat")
+row "INCREMENTAL bench.wide (empty bookmark) vs FULL_TABLE" "$n" "$inc_s" "$full_wide_s" "$(rss "$WORK/incremental.time")" ">= 0.9x"
+
+# LOG_BASED: the tap's slot and pg_recvlogical's slot both before one UPDATE.
+"${PSQL[@]}" -tAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = 'bench'" >/dev/null
+"${PSQL[@]}" -tAc "select 1 from pg_create_logical_replication_slot('stitch_bench', 'wal2json')" >/dev/null
+cat=$(catalog wide LOG_BASED)
+"$TAP" --config "$WORK/config.json" --catalog "$cat" 2>/dev/null | tail -1 |
+  python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["value"]))' >"$WORK/state.json"
+"${PSQL[@]}" -tAc "select 1 from pg_create_logical_replication_slot('bench_limit', 'wal2json')" >/dev/null
+"${PSQL[@]}" -c "update bench.wide set int_col = int_col + 1 where id <= $UPDATE_ROWS"
+endpos=$("${PSQL[@]}" -tAc "select pg_current_wal_insert_lsn()")
+s=$(now)
+"$PGBIN/pg_recvlogical" -d bench --slot=bench_limit --start --endpos="$endpos" -o format-version=2 --no-loop -f - >/dev/null
+e=$(now)
+lim_s=$(secs "$s" "$e")
+log_s=$(timed logbased "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state.json")
+row "LOG_BASED $UPDATE_ROWS-row UPDATE vs pg_recvlogical fv2" "$UPDATE_ROWS" "$log_s" "$lim_s" "$(rss "$WORK/logbased.time")" ">= 0.9x"
+
+# One transaction updating every row of bench.wide, streamed by the tap.
+"$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state.json" 2>/dev/null | grep '"STATE"' | tail -1 |
+  python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["value"]))' >"$WORK/state2.json"
+"${PSQL[@]}" -c "update bench.wide set int_col = int_col + 1"
+big_s=$(timed bigtx "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state2.json")
+printf '| %-44s | %9s | %10s | %10s | %6s | %7s MiB | %s |\n' "LOG_BASED one $n-row transaction" "$n" "$(rate "$n" "$big_s")" "-" "-" "$(rss "$WORK/bigtx.time")" "<= 128 MiB"
+"${PSQL[@]}" -tAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = 'bench'" >/dev/null
+
+# Discovery of many tables.
+"${PSQL[@]}" -d postgres -c "drop database if exists many" -c "create database many"
+"${PSQL[@]}" -d many -c "do \$\$ begin for i in 1..$TABLES_MANY loop execute format('create table t%s (id bigint primary key, a text, b numeric(10,2), c timestamptz)', i); end loop; end \$\$"
+sed 's/"dbname":"bench","filter_dbs":"bench",/"dbname":"many","filter_dbs":"many",/; s/"filter_schemas":"bench",//' "$WORK/config.json" >"$WORK/many.json"
+disc_s=$(timed discovery "$TAP" --config "$WORK/many.json" --discover)
+printf '| %-44s | %9s | %10s | %10s | %6s | %7s MiB | %s |\n' "discovery of $TABLES_MANY tables" "$TABLES_MANY" "$(printf '%.2f s' "$disc_s")" "-" "-" "$(rss "$WORK/discovery.time")" "<= 5 s"
