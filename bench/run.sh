@@ -118,6 +118,11 @@ row "LOG_BASED $UPDATE_ROWS-row UPDATE vs pg_recvlogical fv2" "$UPDATE_ROWS" "$l
 "${PSQL[@]}" -c "update bench.wide set int_col = int_col + 1"
 big_s=$(timed bigtx "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state2.json")
 printf '| %-44s | %9s | %10s | %10s | %6s | %7s MiB | %s |\n' "LOG_BASED one $n-row transaction" "$n" "$(rate "$n" "$big_s")" "-" "-" "$(rss "$WORK/bigtx.time")" "<= 128 MiB"
+# A walsender may outlive its client by a moment; an active slot cannot be dropped.
+for _ in $(seq 50); do
+  [ "$("${PSQL[@]}" -tAc "select count(*) from pg_replication_slots where database = 'bench' and active")" = 0 ] && break
+  sleep 0.2
+done
 "${PSQL[@]}" -tAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = 'bench'" >/dev/null
 
 # Discovery of many tables.

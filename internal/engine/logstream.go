@@ -51,6 +51,7 @@ type logStream struct {
 	liveColumns map[string]bool
 	// extractedAt is the time_extracted the encoder currently carries.
 	extractedAt time.Time
+	metrics     *metrics
 }
 
 // logRun streams one database's slot into its LOG_BASED streams.
@@ -255,7 +256,7 @@ func escapeAddTable(schema, table string) string {
 }
 
 func (r *logRun) newLogStream(p *streamPlan) (*logStream, error) {
-	ls := &logStream{p: p, bm: r.state.Bookmark(p.id)}
+	ls := &logStream{p: p, bm: r.state.Bookmark(p.id), metrics: newMetrics(r.e.log, p.name, r.e.clock)}
 	ls.bm.LastReplicationMethod = MethodLogBased
 	ls.rebuild(r.e)
 	return ls, r.writeSchema(ls)
@@ -816,6 +817,7 @@ func (r *logRun) emitValues(ls *logStream, vals []*logical.Column, at logical.LS
 	}
 	r.emitted++
 	r.sinceState++
+	ls.metrics.add(1)
 	return nil
 }
 
@@ -862,6 +864,7 @@ func (r *logRun) writeState() error {
 func (r *logRun) finish(reason string, lastKeepalive logical.LSN) error {
 	for _, ls := range r.uniqueStreams() {
 		ls.bm.LSN = max(ls.bm.LSN, uint64(lastKeepalive))
+		ls.metrics.flush()
 	}
 	r.e.log.Info(fmt.Sprintf("database %q: stopped streaming (%s) after %d records", r.ld.name, reason, r.emitted))
 	return r.writeState()
