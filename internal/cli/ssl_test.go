@@ -124,6 +124,7 @@ func TestSSLModes(t *testing.T) {
 				return
 			}
 			last := lastLine(r.stderr)
+			t.Logf("%s", last)
 			if r.code != 1 || !strings.HasPrefix(last, "CRITICAL") || !strings.Contains(last, tc.wantErr) {
 				t.Fatalf("exit %d, last line %q; want a CRITICAL containing %q", r.code, last, tc.wantErr)
 			}

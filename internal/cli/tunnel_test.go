@@ -1,8 +1,12 @@
 package cli_test
 
 import (
+	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tap-postgres/tap-postgres/internal/cli"
 	"github.com/tap-postgres/tap-postgres/internal/testpg"
@@ -12,7 +16,7 @@ import (
 // TestSSHTunnel runs discovery, a full copy and a log-based run through a
 // real sshd, and checks that unknown or changed host keys are refused.
 func TestSSHTunnel(t *testing.T) {
-	sshd := testsshd.Start(t)
+	sshd := testsshd.Start(t, testsshd.Options{PasswordLogin: true})
 	db := testpg.NewDatabase(t, pg)
 	slot := slotFor(db)
 	testpg.Exec(t, pg, db, "CREATE TABLE tunnelled (id integer PRIMARY KEY, v text); INSERT INTO tunnelled VALUES (1, 'a'), (2, 'b')")
@@ -48,6 +52,13 @@ func TestSSHTunnel(t *testing.T) {
 		t.Fatalf("log-based through the tunnel: %v\n%s", recs, r.stderr)
 	}
 
+	byPassword := tunnel(map[string]any{"known_hosts": knownHostsPath, "password": sshd.Password})
+	byPassword["ssh_tunnel"].(map[string]any)["username"] = sshd.PasswordUser
+	if r := runTap(t, cli.Env{}, "--config", writeFile(t, "pw.json", byPassword), "--discover"); r.code != 0 ||
+		strings.Contains(r.stderr, sshd.Password) {
+		t.Fatalf("password login: exit %d\n%s", r.code, r.stderr)
+	}
+
 	encrypted := writeFile(t, "enc.json", tunnel(map[string]any{"private_key": sshd.ClientKeyEncrypted,
 		"passphrase": testsshd.Passphrase, "host_key_fingerprint": sshd.Fingerprint}))
 	if r := runTap(t, cli.Env{}, "--config", encrypted, "--discover"); r.code != 0 {
@@ -58,14 +69,15 @@ func TestSSHTunnel(t *testing.T) {
 		extra map[string]any
 		want  string
 	}{
-		"changed host key":      {map[string]any{"private_key": sshd.ClientKey, "known_hosts": sshd.OtherHostKnownHosts}, "not in known_hosts: refusing"},
-		"wrong fingerprint":     {map[string]any{"private_key": sshd.ClientKey, "host_key_fingerprint": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "does not match host_key_fingerprint"},
-		"missing passphrase":    {map[string]any{"private_key": sshd.ClientKeyEncrypted, "known_hosts": sshd.KnownHosts}, "encrypted and no passphrase"},
-		"unauthorised key":      {map[string]any{"private_key": sshd.ClientKeyEncrypted, "passphrase": "wrong-passphrase", "known_hosts": sshd.KnownHosts}, "private_key cannot be read"},
-		"password not accepted": {map[string]any{"password": "S3cr3t-tunnel-pw", "known_hosts": sshd.KnownHosts}, "unable to authenticate"},
+		"changed host key":   {map[string]any{"private_key": sshd.ClientKey, "known_hosts": sshd.OtherHostKnownHosts}, "not in known_hosts: refusing"},
+		"wrong fingerprint":  {map[string]any{"private_key": sshd.ClientKey, "host_key_fingerprint": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "does not match host_key_fingerprint"},
+		"missing passphrase": {map[string]any{"private_key": sshd.ClientKeyEncrypted, "known_hosts": sshd.KnownHosts}, "encrypted and no passphrase"},
+		"unauthorised key":   {map[string]any{"private_key": sshd.ClientKeyEncrypted, "passphrase": "wrong-passphrase", "known_hosts": sshd.KnownHosts}, "private_key cannot be read"},
+		"wrong password":     {map[string]any{"password": "S3cr3t-tunnel-pw", "known_hosts": sshd.KnownHosts}, "unable to authenticate"},
 	} {
 		r := runTap(t, cli.Env{}, "--config", writeFile(t, "bad.json", tunnel(tc.extra)), "--discover")
 		last := lastLine(r.stderr)
+		t.Logf("%s: %s", name, last)
 		if r.code != 1 || !strings.HasPrefix(last, "CRITICAL") || !strings.Contains(last, tc.want) {
 			t.Errorf("%s: exit %d, last line %q, want a CRITICAL containing %q", name, r.code, last, tc.want)
 		}
@@ -76,9 +88,103 @@ func TestSSHTunnel(t *testing.T) {
 		}
 	}
 
+	// A tunnel whose network goes silent mid-run is an error, not a hang:
+	// the keepalives notice and close it.
+	proxy := startFreezableProxy(t, fmt.Sprintf("%s:%d", sshd.Host, sshd.Port))
+	streamingCfg := tunnel(map[string]any{"private_key": sshd.ClientKey, "known_hosts": sshd.KnownHostsFor(proxy.port), "port": proxy.port})
+	streamingCfg["break_at_end_lsn"], streamingCfg["logical_poll_total_seconds"] = false, 120
+	streaming := writeFile(t, "streaming.json", streamingCfg)
+	_, s2 := logRun(t, byPath, logCat, nil)
+	done := make(chan tapResult)
+	go func() {
+		done <- runTap(t, cli.Env{}, "--config", streaming, "--catalog", logCat, "--state", writeFile(t, "s2.json", s2))
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	proxy.freeze()
+	frozenAt := time.Now()
+	select {
+	case r := <-done:
+		if r.code != 1 || !strings.HasPrefix(lastLine(r.stderr), "CRITICAL") || !strings.Contains(r.stderr, "stopped answering keepalives") {
+			t.Fatalf("tunnel died mid-run: exit %d\n%s", r.code, r.stderr)
+		}
+		t.Logf("silent tunnel, after %v: %s", time.Since(frozenAt), lastLine(r.stderr))
+	case <-time.After(60 * time.Second):
+		t.Fatal("the run hung after its tunnel went silent")
+	}
+
 	sshd.Stop()
 	r = runTap(t, cli.Env{}, "--config", good, "--discover")
 	if r.code != 1 || !strings.Contains(lastLine(r.stderr), "ssh tunnel: connect to") {
 		t.Fatalf("with sshd gone: exit %d, last line %q", r.code, lastLine(r.stderr))
 	}
 }
+
+// freezableProxy forwards TCP to a target until frozen; then it holds every
+// connection open and silent, as a dead network path does.
+type freezableProxy struct {
+	port   int
+	frozen chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func startFreezableProxy(t *testing.T, target string) *freezableProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezableProxy{port: l.Addr().(*net.TCPAddr).Port, frozen: make(chan struct{})}
+	release := make(chan struct{})
+	t.Cleanup(func() {
+		close(release)
+		l.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+	})
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			select {
+			case <-p.frozen:
+				<-release
+				return
+			default:
+			}
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return p
+}
+
+func (p *freezableProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }

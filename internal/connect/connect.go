@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +46,7 @@ type Connector struct {
 func New(cfg config.Config, log *slog.Logger) *Connector {
 	c := &Connector{cfg: cfg, log: log}
 	if cfg.SSHTunnel != nil {
-		c.tunnel = newTunnel(*cfg.SSHTunnel, cfg.ConnectTimeout)
+		c.tunnel = newTunnel(*cfg.SSHTunnel, cfg.ConnectTimeout, log)
 	}
 	return c
 }
@@ -101,7 +102,10 @@ func (c *Connector) Connect(ctx context.Context, dbname string) (*pgx.Conn, erro
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to database %q on %s:%d: %w", dbname, c.cfg.Host, c.cfg.Port, err)
+		return nil, &connectError{
+			msg: fmt.Sprintf("connect to database %q on %s:%d: %s", dbname, c.cfg.Host, c.cfg.Port, dedupeLines(err.Error())),
+			err: err,
+		}
 	}
 	c.tlsLogged.Do(func() {
 		via := ""
@@ -111,6 +115,29 @@ func (c *Connector) Connect(ctx context.Context, dbname string) (*pgx.Conn, erro
 		c.log.Info(fmt.Sprintf("connected to %s:%d%s with sslmode=%s: %s", c.cfg.Host, c.cfg.Port, via, c.cfg.SSLMode, TLSState(conn.PgConn())))
 	})
 	return conn, nil
+}
+
+// connectError keeps the server's error for errors.As while its message
+// reads as one line.
+type connectError struct {
+	msg string
+	err error
+}
+
+func (e *connectError) Error() string { return e.msg }
+func (e *connectError) Unwrap() error { return e.err }
+
+// dedupeLines joins pgconn's one-line-per-attempt message into one line,
+// each distinct attempt once (sslmode=prefer tries twice per address).
+func dedupeLines(s string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !slices.Contains(out, line) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // TLSState describes the connection's encryption for the logs.

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -27,14 +28,15 @@ const tunnelKeepalive = 15 * time.Second
 type tunnel struct {
 	cfg     config.SSHTunnel
 	timeout time.Duration
+	log     *slog.Logger
 
 	mu     sync.Mutex
 	client *ssh.Client
 	done   chan struct{}
 }
 
-func newTunnel(cfg config.SSHTunnel, timeout time.Duration) *tunnel {
-	return &tunnel{cfg: cfg, timeout: timeout}
+func newTunnel(cfg config.SSHTunnel, timeout time.Duration, log *slog.Logger) *tunnel {
+	return &tunnel{cfg: cfg, timeout: timeout, log: log}
 }
 
 // dial opens a connection to addr through the tunnel, starting the tunnel
@@ -113,6 +115,7 @@ func (t *tunnel) keepalive(client *ssh.Client, done chan struct{}) {
 		case <-done:
 			return
 		}
+		t.log.Warn(fmt.Sprintf("ssh tunnel to %s stopped answering keepalives; closing it", t.address()))
 		client.Close()
 		return
 	}

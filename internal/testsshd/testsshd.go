@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,9 +43,20 @@ type Server struct {
 	// OtherHostKnownHosts lists a different key for the same host: a
 	// changed host key.
 	OtherHostKnownHosts string
+	hostKey             ssh.PublicKey
+	// PasswordUser and Password log in with a password (see Options).
+	PasswordUser, Password string
 	// Log is what sshd printed.
 	Log *SyncBuffer
 	cmd *exec.Cmd
+}
+
+// Options change what the server offers.
+type Options struct {
+	// PasswordLogin creates a throwaway system user with a password and lets
+	// sshd accept passwords. It needs root (useradd, chpasswd); the user is
+	// deleted when the test ends.
+	PasswordLogin bool
 }
 
 // SyncBuffer is a buffer sshd's output goroutine and the test may share.
@@ -67,7 +79,7 @@ func (b *SyncBuffer) String() string {
 
 // Start runs sshd until the test ends. It fails the test when sshd is not
 // installed (scripts/install-deps.sh installs openssh-server).
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("testsshd: %s not found (install openssh-server): %v", Binary, err)
@@ -79,6 +91,7 @@ func Start(t testing.TB) *Server {
 	}
 	s := &Server{Host: "127.0.0.1", User: me.Username, Log: &SyncBuffer{}}
 	hostPub, hostPEM := newKey(t, "")
+	s.hostKey = hostPub
 	s.Fingerprint = ssh.FingerprintSHA256(hostPub)
 	otherPub, _ := newKey(t, "")
 	clientPub, clientPEM := newKey(t, "")
@@ -94,6 +107,11 @@ func Start(t testing.TB) *Server {
 			t.Fatal(err)
 		}
 	}
+	passwordAuth := "no"
+	if opts.PasswordLogin {
+		s.PasswordUser, s.Password = createPasswordUser(t)
+		passwordAuth = "yes"
+	}
 	for attempt := 0; ; attempt++ {
 		s.Port = freePort(t)
 		conf := fmt.Sprintf(`Port %d
@@ -103,15 +121,19 @@ PidFile %s
 AuthorizedKeysFile %s
 StrictModes no
 PermitRootLogin yes
-PasswordAuthentication no
+PasswordAuthentication %s
 KbdInteractiveAuthentication no
 UsePAM no
 AllowTcpForwarding yes
 LogLevel VERBOSE
-`, s.Port, filepath.Join(dir, "host_key"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "authorized_keys"))
+`, s.Port, filepath.Join(dir, "host_key"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "authorized_keys"), passwordAuth)
 		write(t, filepath.Join(dir, "sshd_config"), conf)
 		s.cmd = exec.Command(Binary, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
 		s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
+		// Its own process group, so that Stop ends the per-connection
+		// children too (they hold the log pipe open).
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		s.cmd.WaitDelay = 5 * time.Second
 		if err := s.cmd.Start(); err != nil {
 			t.Fatalf("testsshd: start: %v", err)
 		}
@@ -125,19 +147,48 @@ LogLevel VERBOSE
 		}
 	}
 	t.Cleanup(s.Stop)
-	pattern := fmt.Sprintf("[%s]:%d", s.Host, s.Port)
-	s.KnownHosts = pattern + " " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostPub)))
-	s.OtherHostKnownHosts = pattern + " " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(otherPub)))
+	s.KnownHosts = s.KnownHostsFor(s.Port)
+	s.OtherHostKnownHosts = fmt.Sprintf("[%s]:%d %s", s.Host, s.Port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(otherPub))))
 	return s
 }
 
-// Stop kills sshd (and with it every tunnel through it).
+// KnownHostsFor is the known_hosts line of the server's key as reached on
+// another port (through a proxy).
+func (s *Server) KnownHostsFor(port int) string {
+	return fmt.Sprintf("[%s]:%d %s", s.Host, port, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.hostKey))))
+}
+
+// Stop kills sshd and its connection children (every tunnel through it).
 func (s *Server) Stop() {
 	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Kill()
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 		_ = s.cmd.Wait()
 		s.cmd = nil
 	}
+}
+
+// createPasswordUser adds a system user with a random password.
+func createPasswordUser(t testing.TB) (string, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("testsshd: a password login needs root to create its user")
+	}
+	var raw [6]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("taptun%x", raw[:3])
+	password := fmt.Sprintf("Tun-%x-pw", raw[3:])
+	if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
+		t.Fatalf("testsshd: useradd: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("userdel", "--remove", name).Run() })
+	chpasswd := exec.Command("chpasswd")
+	chpasswd.Stdin = strings.NewReader(name + ":" + password + "\n")
+	if out, err := chpasswd.CombinedOutput(); err != nil {
+		t.Fatalf("testsshd: chpasswd: %v: %s", err, out)
+	}
+	return name, password
 }
 
 func newKey(t testing.TB, passphrase string) (ssh.PublicKey, string) {

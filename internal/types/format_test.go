@@ -159,3 +159,39 @@ func FuzzAppendJSONNeverInvalid(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAppendJSON measures each type family's formatter on typical
+// server text; allocations per value are reported.
+func BenchmarkAppendJSON(b *testing.B) {
+	families := []struct {
+		name string
+		typ  *Type
+		text string
+	}{
+		{"integer", scalar(KindInteger), "-1234567890"},
+		{"numeric", scalar(KindNumeric), "12345678901234567890.123456789"},
+		{"float8", scalar(KindFloat), "17636.571428571428"},
+		{"boolean", scalar(KindBoolean), "t"},
+		{"text", scalar(KindString), "row-123456-e10adc3949ba59abbe56e057f20f883e"},
+		{"text escaped", scalar(KindString), "line \"one\"\nline\ttwo é"},
+		{"jsonb as text", scalar(KindJSON), `{"k": 56, "s": "v3", "ok": true}`},
+		{"jsonb as object", &Type{Kind: KindJSON, JSONAsObject: true}, `{"k": 56, "s": "v3", "ok": true}`},
+		{"hstore", scalar(KindHstore), `"a"=>"1", "b"=>NULL, "c"=>"x y"`},
+		{"date", scalar(KindDate), "2003-05-12"},
+		{"timestamptz", scalar(KindTimestamp), "2024-01-02 10:17:36.000456+00"},
+		{"timestamptz offset", scalar(KindTimestamp), "2024-01-02 10:17:36.000456+05:30"},
+		{"time", scalar(KindTime), "10:17:36.5"},
+		{"text array", arrayOf(scalar(KindString)), `{t1,t7,"a b"}`},
+		{"int 2d array", arrayOf(scalar(KindInteger)), "{{1,2,3},{4,5,6}}"},
+	}
+	for _, f := range families {
+		b.Run(f.name, func(b *testing.B) {
+			text := []byte(f.text)
+			buf := make([]byte, 0, 256)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ = f.typ.AppendJSON(buf[:0], text)
+			}
+		})
+	}
+}
