@@ -213,3 +213,25 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegeRevokedAfterDiscovery: a selected table the user can no
+// longer read is one CRITICAL naming the stream.
+func TestPrivilegeRevokedAfterDiscovery(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	role := "rev_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, fmt.Sprintf(`CREATE TABLE guarded (id integer PRIMARY KEY); INSERT INTO guarded VALUES (1);
+		CREATE USER %[1]s PASSWORD 'pw'; GRANT SELECT ON guarded TO %[1]s;`, role))
+	t.Cleanup(func() {
+		testpg.Exec(t, pg, db, "DROP OWNED BY "+role)
+		testpg.Exec(t, pg, "postgres", "DROP ROLE IF EXISTS "+role)
+	})
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"user": role, "password": "pw"}))
+	catalog := fullTableCatalog(t, cfg)
+	testpg.Exec(t, pg, db, "REVOKE SELECT ON guarded FROM "+role)
+	r := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog)
+	last := lastLine(r.stderr)
+	if r.code != 1 || !strings.Contains(last, "CRITICAL selected stream "+db+"-public-guarded no longer exists: table \"public\".\"guarded\" is missing or not readable") {
+		t.Fatalf("exit %d, last line %q", r.code, last)
+	}
+	t.Logf("%s", last)
+}
