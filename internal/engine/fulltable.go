@@ -15,57 +15,60 @@ import (
 // syncFullTable copies a table from one snapshot, in keyset chunks when it
 // has a primary key, so that an interrupted copy resumes after the last key
 // emitted in the same version.
-func (e *Engine) syncFullTable(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
-	return e.copyStream(ctx, p, state, out, "")
+func (e *Engine) syncFullTable(ctx context.Context, p *streamPlan, sk *sink) error {
+	return e.copyStream(ctx, p, sk, "")
 }
 
 // copyStream is the copy both FULL_TABLE and LOG_BASED's first run use.
 // snapshot names an exported snapshot to read in ("" for a fresh one).
-func (e *Engine) copyStream(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer, snapshot string) error {
-	bm := state.Bookmark(p.id)
+func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapshot string) error {
 	var keyCols []int
 	if !p.live.IsView() {
 		keyCols = columnIndexes(p.columns, p.live.PrimaryKey)
 	}
-	after := e.resumeKey(p, bm, keyCols)
-	version := bm.Version
-	leading := bm.Version == 0
-	if after == nil {
-		version = e.newVersion(bm.Version)
-	} else {
-		e.log.Info(fmt.Sprintf("stream %s: resuming the copy of version %d after key %v", p.id, version, bm.LastPKFetched))
-	}
-	bm.LastReplicationMethod = p.method
-	bm.Version = version
-	state.CurrentlySyncing = &p.id
-
-	if err := out.WriteSchema(singer.SchemaMessage{
-		Stream:        p.name,
-		Schema:        streamSchema(p.live, p.columns, e.extraProperties(p)),
-		KeyProperties: p.keyProperties,
-	}); err != nil {
-		return fmt.Errorf("stream %s: write SCHEMA: %w", p.id, err)
-	}
-	if leading {
-		if err := out.WriteActivateVersion(p.name, version); err != nil {
-			return err
+	var bm *singer.Bookmark
+	var after [][]byte
+	err := sk.do(func(out *singer.Writer, st *singer.State) error {
+		bm = st.Bookmark(p.id)
+		after = e.resumeKey(p, bm, keyCols)
+		leading := bm.Version == 0
+		if after == nil {
+			bm.Version = e.newVersion(bm.Version)
+		} else {
+			e.log.Info(fmt.Sprintf("stream %s: resuming the copy of version %d after key %v", p.id, bm.Version, bm.LastPKFetched))
 		}
-	}
-	if err := writeState(out, state); err != nil {
+		bm.LastReplicationMethod = p.method
+		sk.started(p.id)
+		if err := out.WriteSchema(singer.SchemaMessage{
+			Stream:        p.name,
+			Schema:        streamSchema(p.live, p.columns, e.extraProperties(p)),
+			KeyProperties: p.keyProperties,
+		}); err != nil {
+			return fmt.Errorf("stream %s: write SCHEMA: %w", p.id, err)
+		}
+		if leading {
+			if err := out.WriteActivateVersion(p.name, bm.Version); err != nil {
+				return err
+			}
+		}
+		return writeState(out, st)
+	})
+	if err != nil {
 		return err
 	}
-
-	copied, err := e.copyTable(ctx, p, state, out, keyCols, after, snapshot)
+	copied, err := e.copyTable(ctx, p, sk, bm, keyCols, after, snapshot)
 	if err != nil {
 		return fmt.Errorf("stream %s: full table copy: %w", p.id, err)
 	}
-	bm.LastPKFetched = nil
-	if err := out.WriteActivateVersion(p.name, version); err != nil {
-		return err
-	}
-	state.CurrentlySyncing = nil
-	e.log.Info(fmt.Sprintf("stream %s: copied %d rows (version %d)", p.id, copied, version))
-	return writeState(out, state)
+	e.log.Info(fmt.Sprintf("stream %s: copied %d rows (version %d)", p.id, copied, bm.Version))
+	return sk.do(func(out *singer.Writer, st *singer.State) error {
+		bm.LastPKFetched = nil
+		if err := out.WriteActivateVersion(p.name, bm.Version); err != nil {
+			return err
+		}
+		sk.finished(p.id)
+		return writeState(out, st)
+	})
 }
 
 // resumeKey returns the key to resume after, or nil to start a new copy.
@@ -95,7 +98,9 @@ func (e *Engine) newVersion(previous int64) int64 {
 	return max(e.clock().UnixMilli(), previous+1)
 }
 
-func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer, keyCols []int, after [][]byte, snapshot string) (int64, error) {
+// copyTable reads the rows and sends them in batches of stateEvery records,
+// each with a STATE holding the batch's last key.
+func (e *Engine) copyTable(ctx context.Context, p *streamPlan, sk *sink, bm *singer.Bookmark, keyCols []int, after [][]byte, snapshot string) (int64, error) {
 	conn, err := e.conn.Connect(ctx, p.database)
 	if err != nil {
 		return 0, err
@@ -107,41 +112,41 @@ func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.Sta
 	}
 	names := columnNames(p.columns)
 	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names, KeyColumns: keyCols}
-	bm := state.Bookmark(p.id)
 	enc := singer.NewRecordEncoder(p.name, append(names, e.extraColumns(p)...), bm.Version)
-	rec := newRecordWriter(e, p, enc, out)
+	rec := newRecordWriter(e, p, enc)
 	m := newMetrics(e.log, p.name, e.clock)
 	var total int64
-	sinceState := 0
 	lastKey := make([][]byte, len(keyCols))
+	// send emits the batch with a STATE that resumes right after it.
+	send := func() error {
+		n := rec.count
+		err := sk.emit(rec.take(), func(*singer.State) {
+			if keyCols != nil && total > 0 {
+				bm.LastPKFetched = keyText(p.columns, keyCols, lastKey)
+			}
+		})
+		m.add(int64(n))
+		return err
+	}
 	onRow := func(values [][]byte) error {
-		if err := rec.write(values); err != nil {
-			return err
-		}
+		rec.write(values)
 		for i, k := range keyCols {
 			lastKey[i] = append(lastKey[i][:0], values[k]...)
 		}
 		total++
-		sinceState++
-		if sinceState < stateEvery {
+		if rec.count < stateEvery {
 			return nil
 		}
-		if keyCols != nil {
-			bm.LastPKFetched = keyText(p.columns, keyCols, lastKey)
-		}
-		sinceState = 0
-		m.add(stateEvery)
-		return writeState(out, state)
+		return send()
 	}
 	for {
 		enc.SetTimeExtracted(e.clock())
 		n, last, err := snap.ReadChunk(ctx, q, after, e.cfg.IterSize, onRow)
 		if err != nil {
-			if ctx.Err() != nil && keyCols != nil && total > 0 {
-				// Stopped by a signal: leave a STATE that covers exactly what
-				// went out, so the next run resumes right after it.
-				bm.LastPKFetched = keyText(p.columns, keyCols, lastKey)
-				err = errors.Join(err, writeState(out, state))
+			if ctx.Err() != nil {
+				// Stopped by a signal: what was read goes out with a STATE
+				// that covers exactly it, so the next run resumes after it.
+				err = errors.Join(err, send())
 			}
 			return total, err
 		}
@@ -150,7 +155,9 @@ func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.Sta
 		}
 		after = last
 	}
-	m.add(int64(sinceState))
+	if err := send(); err != nil {
+		return total, err
+	}
 	m.flush()
 	return total, snap.Close(ctx)
 }
@@ -158,11 +165,12 @@ func (e *Engine) copyTable(ctx context.Context, p *streamPlan, state *singer.Sta
 // recordWriter encodes rows of one stream into RECORD lines, warning once
 // per column about values it had to repair.
 type recordWriter struct {
-	e       *Engine
-	p       *streamPlan
-	enc     *singer.RecordEncoder
-	out     *singer.Writer
-	buf     []byte
+	e   *Engine
+	p   *streamPlan
+	enc *singer.RecordEncoder
+	// batch holds encoded lines until they are sent; count is how many.
+	batch   []byte
+	count   int
 	columns []*discovery.Column
 	warned  []types.Issue
 	// nullTail closes a copied row of a LOG_BASED stream: its log-only
@@ -174,8 +182,8 @@ type recordWriter struct {
 	captured []byte
 }
 
-func newRecordWriter(e *Engine, p *streamPlan, enc *singer.RecordEncoder, out *singer.Writer) *recordWriter {
-	r := &recordWriter{e: e, p: p, enc: enc, out: out, buf: make([]byte, 0, 4096), columns: p.columns,
+func newRecordWriter(e *Engine, p *streamPlan, enc *singer.RecordEncoder) *recordWriter {
+	r := &recordWriter{e: e, p: p, enc: enc, batch: make([]byte, 0, 256<<10), columns: p.columns,
 		warned: make([]types.Issue, len(p.columns)), capture: -1}
 	for i := range e.extraColumns(p) {
 		r.nullTail = append(append(append(r.nullTail, ','), enc.Key(len(p.columns)+i)...), "null"...)
@@ -183,9 +191,18 @@ func newRecordWriter(e *Engine, p *streamPlan, enc *singer.RecordEncoder, out *s
 	return r
 }
 
-// write emits one row whose values are in column order (nil = NULL).
-func (r *recordWriter) write(values [][]byte) error {
-	buf := r.enc.Begin(r.buf[:0])
+// take returns the batch for sending and starts a new one. The returned
+// bytes are valid until the next write.
+func (r *recordWriter) take() []byte {
+	b := r.batch
+	r.batch, r.count = r.batch[:0], 0
+	return b
+}
+
+// write encodes one row whose values are in column order (nil = NULL) into
+// the batch.
+func (r *recordWriter) write(values [][]byte) {
+	buf := r.enc.Begin(r.batch)
 	for i, v := range values {
 		buf = r.enc.Field(buf, i)
 		if v == nil {
@@ -203,9 +220,8 @@ func (r *recordWriter) write(values [][]byte) error {
 		}
 	}
 	buf = append(buf, r.nullTail...)
-	buf = r.enc.End(buf)
-	r.buf = buf
-	return r.out.WriteRecordLine(buf)
+	r.batch = r.enc.End(buf)
+	r.count++
 }
 
 func (r *recordWriter) warn(i int, issue types.Issue) {

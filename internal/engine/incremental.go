@@ -16,31 +16,36 @@ import (
 // in key order. The bookmark is the last non-null key value emitted, in the
 // JSON form the record carried (SPEC §5), and is bound as a parameter the
 // server types from the key column.
-func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
-	bm := state.Bookmark(p.id)
-	from, err := bookmarkParameter(bm.ReplicationKeyValue)
+func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, sk *sink) error {
+	var bm *singer.Bookmark
+	var from []byte
+	err := sk.do(func(out *singer.Writer, st *singer.State) error {
+		bm = st.Bookmark(p.id)
+		var err error
+		if from, err = bookmarkParameter(bm.ReplicationKeyValue); err != nil {
+			return fmt.Errorf("stream %s: state replication_key_value %s: %w", p.id, bm.ReplicationKeyValue, err)
+		}
+		if bm.Version == 0 {
+			bm.Version = e.newVersion(0)
+		}
+		bm.LastReplicationMethod = MethodIncremental
+		bm.ReplicationKey = p.replicationKey
+		bm.LastPKFetched = nil
+		sk.started(p.id)
+		if err := out.WriteSchema(singer.SchemaMessage{
+			Stream:             p.name,
+			Schema:             streamSchema(p.live, p.columns, nil),
+			KeyProperties:      p.keyProperties,
+			BookmarkProperties: []string{p.replicationKey},
+		}); err != nil {
+			return fmt.Errorf("stream %s: write SCHEMA: %w", p.id, err)
+		}
+		if err := out.WriteActivateVersion(p.name, bm.Version); err != nil {
+			return err
+		}
+		return writeState(out, st)
+	})
 	if err != nil {
-		return fmt.Errorf("stream %s: state replication_key_value %s: %w", p.id, bm.ReplicationKeyValue, err)
-	}
-	if bm.Version == 0 {
-		bm.Version = e.newVersion(0)
-	}
-	bm.LastReplicationMethod = MethodIncremental
-	bm.ReplicationKey = p.replicationKey
-	bm.LastPKFetched = nil
-	state.CurrentlySyncing = &p.id
-	if err := out.WriteSchema(singer.SchemaMessage{
-		Stream:             p.name,
-		Schema:             streamSchema(p.live, p.columns, nil),
-		KeyProperties:      p.keyProperties,
-		BookmarkProperties: []string{p.replicationKey},
-	}); err != nil {
-		return fmt.Errorf("stream %s: write SCHEMA: %w", p.id, err)
-	}
-	if err := out.WriteActivateVersion(p.name, bm.Version); err != nil {
-		return err
-	}
-	if err := writeState(out, state); err != nil {
 		return err
 	}
 
@@ -53,40 +58,42 @@ func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, state *sing
 	key := slices.IndexFunc(p.columns, func(c *discovery.Column) bool { return c.Name == p.replicationKey })
 	enc := singer.NewRecordEncoder(p.name, names, bm.Version)
 	enc.SetTimeExtracted(e.clock())
-	rec := newRecordWriter(e, p, enc, out)
+	rec := newRecordWriter(e, p, enc)
 	rec.capture = key
 	m := newMetrics(e.log, p.name, e.clock)
-	sinceState := 0
-	// keepBookmark moves the bookmark to the last non-null key emitted.
-	keepBookmark := func() {
-		if len(rec.captured) > 0 {
-			bm.ReplicationKeyValue = append(bm.ReplicationKeyValue[:0:0], rec.captured...)
-		}
+	// send emits the batch and moves the bookmark to the last non-null key
+	// in it.
+	send := func() error {
+		n := rec.count
+		err := sk.emit(rec.take(), func(*singer.State) {
+			if len(rec.captured) > 0 {
+				bm.ReplicationKeyValue = append(bm.ReplicationKeyValue[:0:0], rec.captured...)
+			}
+		})
+		m.add(int64(n))
+		return err
 	}
 	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names}
 	n, err := pgread.ReadIncremental(ctx, conn.PgConn(), q, key, from, func(values [][]byte) error {
-		if err := rec.write(values); err != nil {
-			return err
-		}
-		sinceState++
-		if sinceState < stateEvery {
+		rec.write(values)
+		if rec.count < stateEvery {
 			return nil
 		}
-		sinceState = 0
-		m.add(stateEvery)
 		enc.SetTimeExtracted(e.clock())
-		keepBookmark()
-		return writeState(out, state)
+		return send()
 	})
 	if err != nil {
 		return fmt.Errorf("stream %s: incremental read: %w", p.id, err)
 	}
-	m.add(int64(sinceState))
+	if err := send(); err != nil {
+		return err
+	}
 	m.flush()
-	keepBookmark()
-	state.CurrentlySyncing = nil
 	e.log.Info(fmt.Sprintf("stream %s: %d rows at or after the bookmark; bookmark now %s", p.id, n, bm.ReplicationKeyValue))
-	return writeState(out, state)
+	return sk.do(func(out *singer.Writer, st *singer.State) error {
+		sk.finished(p.id)
+		return writeState(out, st)
+	})
 }
 
 // bookmarkParameter turns a bookmarked JSON value into the text parameter

@@ -128,19 +128,26 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 // interrupted one. A new copy reads in the exported snapshot of a temporary
 // slot and bookmarks that slot's consistent point: exactly the transactions
 // committed before it are in the copy, so streaming from it loses nothing.
-func (e *Engine) copyLogBased(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
-	bm := state.Bookmark(p.id)
+func (e *Engine) copyLogBased(ctx context.Context, p *streamPlan, sk *sink) error {
+	var bm singer.Bookmark
+	_ = sk.do(func(_ *singer.Writer, st *singer.State) error {
+		bm = *st.Bookmark(p.id)
+		return nil
+	})
 	switch {
 	case bm.LSN != 0 && bm.ReferenceCopyInterrupted:
 		// The reference tap stopped mid-copy: copy again from a fresh
 		// snapshot; streaming from its older lsn covers the time between.
 		e.log.Info(fmt.Sprintf("stream %s: the reference tap's copy was interrupted (xmin bookmark); copying the table again", p.id))
-		bm.LastPKFetched = nil
-		return e.copyStream(ctx, p, state, out, "")
+		_ = sk.do(func(_ *singer.Writer, st *singer.State) error {
+			st.Bookmark(p.id).LastPKFetched = nil
+			return nil
+		})
+		return e.copyStream(ctx, p, sk, "")
 	case bm.LSN != 0 && bm.LastPKFetched == nil && bm.Version != 0:
 		return nil
 	case bm.LSN != 0 && bm.LastPKFetched != nil:
-		return e.copyStream(ctx, p, state, out, "")
+		return e.copyStream(ctx, p, sk, "")
 	}
 	cc, err := e.conn.ConnConfig(p.database)
 	if err != nil {
@@ -152,7 +159,11 @@ func (e *Engine) copyLogBased(ctx context.Context, p *streamPlan, state *singer.
 		return fmt.Errorf("stream %s: %w", p.id, err)
 	}
 	defer snap.Close(context.WithoutCancel(ctx))
-	bm.LSN = uint64(snap.ConsistentPoint)
-	bm.LastPKFetched = nil
-	return e.copyStream(ctx, p, state, out, snap.Snapshot)
+	_ = sk.do(func(_ *singer.Writer, st *singer.State) error {
+		b := st.Bookmark(p.id)
+		b.LSN = uint64(snap.ConsistentPoint)
+		b.LastPKFetched = nil
+		return nil
+	})
+	return e.copyStream(ctx, p, sk, snap.Snapshot)
 }

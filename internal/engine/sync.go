@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
@@ -40,13 +41,8 @@ func (e *Engine) Sync(ctx context.Context, catalog *singer.Catalog, state *singe
 	if err != nil {
 		return err
 	}
-	for _, p := range interruptedFirst(plans, state) {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("sync interrupted: %w", context.Cause(ctx))
-		}
-		if err := e.syncStream(ctx, p, state, out); err != nil {
-			return err
-		}
+	if err := e.syncStreams(ctx, interruptedFirst(plans, state), newSink(out, state)); err != nil {
+		return err
 	}
 	for _, ld := range logDBs {
 		if err := e.streamDatabase(ctx, ld, catalog, state, startState, out, runStart); err != nil {
@@ -73,14 +69,57 @@ func (e *Engine) resetChangedBookmark(p *streamPlan, state *singer.State) {
 	*bm = singer.Bookmark{}
 }
 
-func (e *Engine) syncStream(ctx context.Context, p *streamPlan, state *singer.State, out *singer.Writer) error {
+// syncStreams copies up to max_parallel_streams streams at once (1, the
+// default, spares a production primary). Their messages interleave on the
+// output; each stream's own messages, and the STATEs covering them, stay in
+// order. The first failure stops the others.
+func (e *Engine) syncStreams(ctx context.Context, plans []*streamPlan, sk *sink) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	slots := make(chan struct{}, max(1, e.cfg.MaxParallelStreams))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for _, p := range plans {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if err := e.syncStream(ctx, p, sk); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				cancel(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
+		return fmt.Errorf("sync interrupted: %w", err)
+	}
+	return nil
+}
+
+func (e *Engine) syncStream(ctx context.Context, p *streamPlan, sk *sink) error {
 	switch p.method {
 	case MethodFullTable:
-		return e.syncFullTable(ctx, p, state, out)
+		return e.syncFullTable(ctx, p, sk)
 	case MethodIncremental:
-		return e.syncIncremental(ctx, p, state, out)
+		return e.syncIncremental(ctx, p, sk)
 	case MethodLogBased:
-		return e.copyLogBased(ctx, p, state, out)
+		return e.copyLogBased(ctx, p, sk)
 	}
 	return fmt.Errorf("stream %s: replication method %s is not supported", p.id, p.method)
 }
