@@ -639,3 +639,34 @@ func TestLogBasedTypeSpellings(t *testing.T) {
 		}
 	}
 }
+
+// TestLogBasedCopyKilledBeforeFirstKey: a first run stopped after its first
+// STATE but before any row still copies the table on the next run (its lsn
+// alone must not make the copy look done).
+func TestLogBasedCopyKilledBeforeFirstKey(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	createNumbered(t, db, "public.early", 300)
+	newSlot(t, db, slot)
+	id := db + "-public-early"
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, id)
+	for _, stopAfter := range []int{3, 2} { // SCHEMA, ACTIVATE_VERSION, STATE | SCHEMA, ACTIVATE_VERSION
+		crashed := &lineWriter{limit: stopAfter}
+		runTap(t, cli.Env{Stdout: crashed}, "--config", cfg, "--catalog", catalog)
+		msgs := parseMessages(t, crashed.buf.Bytes())
+		var state map[string]any
+		for _, m := range msgs {
+			if m["type"] == "STATE" {
+				state = m["value"].(map[string]any)
+			}
+		}
+		r, final := logRun(t, cfg, catalog, state)
+		if n := len(records(r.messages, "early")); n != 300 {
+			t.Fatalf("stopped after %d lines (state %v): the next run emitted %d records, want the whole table (300)", stopAfter, state, n)
+		}
+		if _, inProgress := final["bookmarks"].(map[string]any)[id].(map[string]any)["copy_in_progress"]; inProgress {
+			t.Fatal("copy_in_progress left in the final state")
+		}
+	}
+}

@@ -38,6 +38,7 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 			e.log.Info(fmt.Sprintf("stream %s: resuming the copy of version %d after key %v", p.id, bm.Version, bm.LastPKFetched))
 		}
 		bm.LastReplicationMethod = p.method
+		bm.CopyInProgress = true
 		sk.started(p.id)
 		if err := out.WriteSchema(singer.SchemaMessage{
 			Stream:        p.name,
@@ -62,7 +63,7 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 	}
 	e.log.Info(fmt.Sprintf("stream %s: copied %d rows (version %d)", p.id, copied, bm.Version))
 	return sk.do(func(out *singer.Writer, st *singer.State) error {
-		bm.LastPKFetched = nil
+		bm.LastPKFetched, bm.CopyInProgress = nil, false
 		if err := out.WriteActivateVersion(p.name, bm.Version); err != nil {
 			return err
 		}

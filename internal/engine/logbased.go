@@ -144,10 +144,13 @@ func (e *Engine) copyLogBased(ctx context.Context, p *streamPlan, sk *sink) erro
 			return nil
 		})
 		return e.copyStream(ctx, p, sk, "")
-	case bm.LSN != 0 && bm.LastPKFetched == nil && bm.Version != 0:
-		return nil
-	case bm.LSN != 0 && bm.LastPKFetched != nil:
+	case bm.LSN != 0 && (bm.CopyInProgress || bm.LastPKFetched != nil):
+		// An interrupted copy resumes after its last key (or starts over
+		// when it had none yet) and keeps its lsn: streaming from there
+		// covers everything the new snapshot might miss.
 		return e.copyStream(ctx, p, sk, "")
+	case bm.LSN != 0 && bm.Version != 0:
+		return nil
 	}
 	cc, err := e.conn.ConnConfig(p.database)
 	if err != nil {

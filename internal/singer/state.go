@@ -28,6 +28,10 @@ type Bookmark struct {
 	// column name → PostgreSQL text form. The next run resumes after it in the
 	// same version.
 	LastPKFetched map[string]string `json:"last_pk_fetched,omitempty"`
+	// CopyInProgress marks a copy that has started and not finished, even
+	// before its first key is bookmarked: a LOG_BASED stream's lsn alone
+	// would otherwise make a copy killed early look complete.
+	CopyInProgress bool `json:"copy_in_progress,omitempty"`
 	// ReplicationKey and ReplicationKeyValue are INCREMENTAL's position.
 	ReplicationKey      string          `json:"replication_key,omitempty"`
 	ReplicationKeyValue json.RawMessage `json:"replication_key_value,omitempty"`
@@ -128,6 +132,8 @@ func parseBookmark(fields map[string]json.RawMessage) (*Bookmark, error) {
 			b.Version, err = parseInteger(v)
 		case "last_pk_fetched":
 			err = json.Unmarshal(v, &b.LastPKFetched)
+		case "copy_in_progress":
+			err = json.Unmarshal(v, &b.CopyInProgress)
 		case "replication_key":
 			err = json.Unmarshal(v, &b.ReplicationKey)
 		case "replication_key_value":
