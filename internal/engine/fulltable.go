@@ -26,16 +26,33 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 	if !p.live.IsView() {
 		keyCols = columnIndexes(p.columns, p.live.PrimaryKey)
 	}
+	var bounds []string
+	if keyCols != nil {
+		var err error
+		if bounds, err = e.partBounds(ctx, p); err != nil {
+			return err
+		}
+	}
 	var bm *singer.Bookmark
 	var after [][]byte
 	err := sk.do(func(out *singer.Writer, st *singer.State) error {
 		bm = st.Bookmark(p.id)
-		after = e.resumeKey(p, bm, keyCols)
 		leading := bm.Version == 0
-		if after == nil {
+		switch {
+		case bm.Version != 0 && bm.CopyInProgress && len(bm.CopyParts) > 0 && keyCols != nil:
+			e.log.Info(fmt.Sprintf("stream %s: resuming the %d-part copy of version %d", p.id, len(bm.CopyParts), bm.Version))
+		default:
+			bm.CopyParts = nil
+			after = e.resumeKey(p, bm, keyCols)
+			if after != nil {
+				e.log.Info(fmt.Sprintf("stream %s: resuming the copy of version %d after key %v", p.id, bm.Version, bm.LastPKFetched))
+				break
+			}
 			bm.Version = e.newVersion(bm.Version)
-		} else {
-			e.log.Info(fmt.Sprintf("stream %s: resuming the copy of version %d after key %v", p.id, bm.Version, bm.LastPKFetched))
+			if len(bounds) > 0 {
+				bm.CopyParts, bm.LastPKFetched = newParts(bounds), nil
+				e.log.Info(fmt.Sprintf("stream %s: copying in %d parts at once", p.id, len(bm.CopyParts)))
+			}
 		}
 		bm.LastReplicationMethod = p.method
 		bm.CopyInProgress = true
@@ -57,13 +74,18 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 	if err != nil {
 		return err
 	}
-	copied, err := e.copyTable(ctx, p, sk, bm, keyCols, after, snapshot)
+	var copied int64
+	if len(bm.CopyParts) > 0 {
+		copied, err = e.copyParts(ctx, p, sk, bm, keyCols, snapshot)
+	} else {
+		copied, err = e.copyTable(ctx, p, sk, bm, keyCols, after, snapshot)
+	}
 	if err != nil {
 		return fmt.Errorf("stream %s: full table copy: %w", p.id, err)
 	}
 	e.log.Info(fmt.Sprintf("stream %s: copied %d rows (version %d)", p.id, copied, bm.Version))
 	return sk.do(func(out *singer.Writer, st *singer.State) error {
-		bm.LastPKFetched, bm.CopyInProgress = nil, false
+		bm.LastPKFetched, bm.CopyParts, bm.CopyInProgress = nil, nil, false
 		if err := out.WriteActivateVersion(p.name, bm.Version); err != nil {
 			return err
 		}

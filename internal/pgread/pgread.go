@@ -52,6 +52,9 @@ type Query struct {
 	Columns       []string
 	// KeyColumns index into Columns; empty reads the table in one pass.
 	KeyColumns []int
+	// Lower and Upper bound the first key column to [Lower, Upper) for a
+	// parallel part of a copy; nil is unbounded.
+	Lower, Upper []byte
 }
 
 // selectFrom starts a query reading the columns from the table.
@@ -75,8 +78,9 @@ func (q Query) keyList() string {
 	return strings.Join(keys, ", ")
 }
 
-// ChunkSQL is the keyset query: rows after the given key, in key order.
-// With after == false it reads from the start.
+// ChunkSQL is the keyset query: rows after the given key, in key order,
+// within the part's bounds. With after == false it reads from the start.
+// Parameters: the key after, then Lower, then Upper, as present.
 func (q Query) ChunkSQL(after bool, limit int) string {
 	var b strings.Builder
 	q.selectFrom(&b)
@@ -84,15 +88,57 @@ func (q Query) ChunkSQL(after bool, limit int) string {
 		return b.String()
 	}
 	keys := q.keyList()
+	var conds []string
+	n := 0
+	param := func() string {
+		n++
+		return "$" + strconv.Itoa(n)
+	}
 	if after {
 		params := make([]string, len(q.KeyColumns))
 		for i := range params {
-			params[i] = "$" + strconv.Itoa(i+1)
+			params[i] = param()
 		}
-		fmt.Fprintf(&b, " WHERE (%s) > (%s)", keys, strings.Join(params, ", "))
+		conds = append(conds, fmt.Sprintf("(%s) > (%s)", keys, strings.Join(params, ", ")))
+	}
+	first := pgx.Identifier{q.Columns[q.KeyColumns[0]]}.Sanitize()
+	if q.Lower != nil {
+		conds = append(conds, first+" >= "+param())
+	}
+	if q.Upper != nil {
+		conds = append(conds, first+" < "+param())
+	}
+	if conds != nil {
+		b.WriteString(" WHERE ")
+		b.WriteString(strings.Join(conds, " AND "))
 	}
 	fmt.Fprintf(&b, " ORDER BY %s LIMIT %d", keys, limit)
 	return b.String()
+}
+
+// chunkParams orders ChunkSQL's parameters.
+func (q Query) chunkParams(after [][]byte) [][]byte {
+	params := append([][]byte(nil), after...)
+	if q.Lower != nil {
+		params = append(params, q.Lower)
+	}
+	if q.Upper != nil {
+		params = append(params, q.Upper)
+	}
+	return params
+}
+
+// ExportSnapshot names the snapshot so that other readers share it.
+func (s *Snapshot) ExportSnapshot(ctx context.Context) (string, error) {
+	rr := s.conn.ExecParams(ctx, "SELECT pg_export_snapshot()", nil, nil, nil, nil)
+	var name string
+	for rr.NextRow() {
+		name = string(rr.Values()[0])
+	}
+	if _, err := rr.Close(); err != nil {
+		return "", fmt.Errorf("export snapshot: %w", err)
+	}
+	return name, nil
 }
 
 // RowFunc receives each row's text values (nil = NULL); they are valid only
@@ -104,7 +150,7 @@ type RowFunc func(values [][]byte) error
 // and the last row's key values (copied, safe to keep).
 func (s *Snapshot) ReadChunk(ctx context.Context, q Query, after [][]byte, limit int, fn RowFunc) (int, [][]byte, error) {
 	sql := q.ChunkSQL(after != nil, limit)
-	rr := s.conn.ExecParams(ctx, sql, after, nil, nil, nil)
+	rr := s.conn.ExecParams(ctx, sql, q.chunkParams(after), nil, nil, nil)
 	n := 0
 	lastKey := make([][]byte, len(q.KeyColumns))
 	for rr.NextRow() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -28,6 +29,9 @@ type Bookmark struct {
 	// column name → PostgreSQL text form. The next run resumes after it in the
 	// same version.
 	LastPKFetched map[string]string `json:"last_pk_fetched,omitempty"`
+	// CopyParts are the key ranges of a copy read by several readers at
+	// once; each resumes on its own.
+	CopyParts []CopyPart `json:"copy_parts,omitempty"`
 	// CopyInProgress marks a copy that has started and not finished, even
 	// before its first key is bookmarked: a LOG_BASED stream's lsn alone
 	// would otherwise make a copy killed early look complete.
@@ -40,6 +44,15 @@ type Bookmark struct {
 	// ReferenceCopyInterrupted is set when the reference tap's `xmin` shows
 	// it was stopped in the middle of a copy; it is read, never written.
 	ReferenceCopyInterrupted bool `json:"-"`
+}
+
+// CopyPart is one key range of a parallel copy: the first key column in
+// [Lower, Upper), nil meaning unbounded, as PostgreSQL prints the value.
+type CopyPart struct {
+	Lower         *string           `json:"lower"`
+	Upper         *string           `json:"upper"`
+	LastPKFetched map[string]string `json:"last_pk_fetched,omitempty"`
+	Done          bool              `json:"done,omitempty"`
 }
 
 // NewState returns an empty state.
@@ -55,6 +68,10 @@ func (s *State) Clone() *State {
 	for id, b := range s.Bookmarks {
 		cb := *b
 		cb.LastPKFetched = maps.Clone(b.LastPKFetched)
+		cb.CopyParts = slices.Clone(b.CopyParts)
+		for i := range cb.CopyParts {
+			cb.CopyParts[i].LastPKFetched = maps.Clone(b.CopyParts[i].LastPKFetched)
+		}
 		cb.ReplicationKeyValue = append(json.RawMessage(nil), b.ReplicationKeyValue...)
 		c.Bookmarks[id] = &cb
 	}
@@ -132,6 +149,8 @@ func parseBookmark(fields map[string]json.RawMessage) (*Bookmark, error) {
 			b.Version, err = parseInteger(v)
 		case "last_pk_fetched":
 			err = json.Unmarshal(v, &b.LastPKFetched)
+		case "copy_parts":
+			err = json.Unmarshal(v, &b.CopyParts)
 		case "copy_in_progress":
 			err = json.Unmarshal(v, &b.CopyInProgress)
 		case "replication_key":
