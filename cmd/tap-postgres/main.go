@@ -5,18 +5,23 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/tap-postgres/tap-postgres/internal/cli"
 	"github.com/tap-postgres/tap-postgres/internal/demo"
+	"github.com/tap-postgres/tap-postgres/internal/runner"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var code int
-	if len(os.Args) > 1 && os.Args[1] == "demo" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "demo":
 		code = demo.Run(ctx, os.Args[2:], os.Stdout, os.Stderr)
-	} else {
+	case len(os.Args) > 1 && slices.Contains(runner.Commands(), os.Args[1]):
+		code = runner.Main(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
+	default:
 		code = cli.Run(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr})
 	}
 	stop()

@@ -1,0 +1,133 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+)
+
+// Commands lists the runner's subcommands.
+func Commands() []string { return []string{"run", "reset", "jobs", "logs"} }
+
+// Main runs a runner subcommand and returns the exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock func() time.Time) int {
+	if clock == nil {
+		clock = time.Now
+	}
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres run|reset|jobs|logs --integration FILE [--store DIR]")
+		return 2
+	}
+	fs := flag.NewFlagSet("tap-postgres "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	integration := fs.String("integration", "", "integration file (YAML)")
+	storeDir := fs.String("store", "tap-postgres-runs", "directory for committed state, job history and extraction logs")
+	stream := fs.String("stream", "", "reset: the tap_stream_id to copy again")
+	jobID := fs.Int("job", 0, "logs: the job (default: the last)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *integration == "" {
+		fmt.Fprintln(stderr, "CRITICAL usage: --integration is required")
+		return 2
+	}
+	in, err := LoadIntegration(*integration)
+	if err != nil {
+		fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+		return 1
+	}
+	store, err := OpenStore(*storeDir, in.DestinationSchema())
+	if err != nil {
+		fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+		return 1
+	}
+	switch args[0] {
+	case "run":
+		job, err := RunJob(ctx, in, store, clock, stderr)
+		if err != nil {
+			return 1
+		}
+		printJobs(stdout, []JobRecord{job})
+	case "reset":
+		if err := Reset(store, *stream); err != nil {
+			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "stream %s reset: the next job copies it again in a new version\n", *stream)
+	case "jobs":
+		jobs, err := store.Jobs()
+		if err != nil {
+			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			return 1
+		}
+		printJobs(stdout, jobs)
+	case "logs":
+		jobs, err := store.Jobs()
+		if err != nil || len(jobs) == 0 {
+			fmt.Fprintln(stderr, "CRITICAL no job has run yet")
+			return 1
+		}
+		id := *jobID
+		if id == 0 {
+			id = jobs[len(jobs)-1].ID
+		}
+		data, err := os.ReadFile(store.LogPath(id))
+		if err != nil {
+			fmt.Fprintf(stderr, "CRITICAL no extraction log for job %d\n", id)
+			return 1
+		}
+		_, _ = stdout.Write(data)
+	default:
+		fmt.Fprintf(stderr, "CRITICAL usage: unknown command %q\n", args[0])
+		return 2
+	}
+	return 0
+}
+
+// Reset clears one stream's bookmark in the committed state, so that the
+// next job copies it again in a new version (the destination then drops the
+// old version's rows) — the same mechanism a changed method uses.
+func Reset(store *Store, stream string) error {
+	if stream == "" {
+		return fmt.Errorf("reset: --stream is required")
+	}
+	unlock, err := store.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	state, err := store.State()
+	if err != nil {
+		return err
+	}
+	if _, ok := state.Bookmarks[stream]; !ok {
+		return fmt.Errorf("reset: stream %s has no bookmark", stream)
+	}
+	delete(state.Bookmarks, stream)
+	if state.CurrentlySyncing != nil && *state.CurrentlySyncing == stream {
+		state.CurrentlySyncing = nil
+	}
+	data, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	return store.CommitState(data)
+}
+
+func printJobs(w io.Writer, jobs []JobRecord) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tSTARTED\tDURATION\tSTATUS\tROWS\tERROR")
+	for _, j := range jobs {
+		var rows int64
+		for _, n := range j.Rows {
+			rows += n
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", j.ID, j.Started.Format(time.RFC3339), j.Finished.Sub(j.Started).Round(time.Millisecond), j.Status, rows, j.Error)
+	}
+	_ = tw.Flush()
+}

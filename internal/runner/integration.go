@@ -1,0 +1,182 @@
+// Package runner is Stitch's job around the tap (SPEC §7): integration
+// files, jobs that extract with the engine and load into a destination,
+// committed state, job history and extraction logs. It drives the engine
+// through the same config and catalog a Singer user gives the tap.
+package runner
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tap-postgres/tap-postgres/internal/config"
+	"github.com/tap-postgres/tap-postgres/internal/schedule"
+)
+
+// Integration is one integration file.
+type Integration struct {
+	Name string `yaml:"name"`
+	// Connection holds the tap's config keys; `${VAR}` in a value is read
+	// from the environment, so secrets need not sit in the file.
+	Connection               map[string]any  `yaml:"connection"`
+	DefaultReplicationMethod string          `yaml:"default_replication_method"`
+	SelectAll                bool            `yaml:"select_all"`
+	Tables                   []Selection     `yaml:"tables"`
+	Schedule                 schedule.Spec   `yaml:"schedule"`
+	Destination              DestinationSpec `yaml:"destination"`
+
+	// config is Connection decoded and checked as the tap would.
+	config config.Config
+}
+
+// Selection picks one table.
+type Selection struct {
+	Database          string   `yaml:"database"`
+	Schema            string   `yaml:"schema"`
+	Table             string   `yaml:"table"`
+	ReplicationMethod string   `yaml:"replication_method"`
+	ReplicationKey    string   `yaml:"replication_key"`
+	ViewKey           []string `yaml:"view_key"`
+	// Columns, when given, are the only non-key columns synced.
+	Columns []string `yaml:"columns"`
+}
+
+// DestinationSpec says where jobs load.
+type DestinationSpec struct {
+	Type string `yaml:"type"`
+	Path string `yaml:"path"`
+}
+
+// LoadIntegration reads and checks an integration file; every problem is
+// reported at once.
+func LoadIntegration(path string) (*Integration, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read integration file: %w", err)
+	}
+	var in Integration
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&in); err != nil {
+		return nil, fmt.Errorf("integration file %s: %w", path, err)
+	}
+	if err := in.validate(); err != nil {
+		return nil, fmt.Errorf("integration file %s: %w", path, err)
+	}
+	return &in, nil
+}
+
+func (in *Integration) validate() error {
+	var problems []error
+	if strings.TrimSpace(in.Name) == "" {
+		problems = append(problems, errors.New(`"name" is required`))
+	}
+	conn, err := expandEnv(in.Connection)
+	if err != nil {
+		problems = append(problems, err)
+	}
+	if in.DefaultReplicationMethod != "" {
+		conn["default_replication_method"] = in.DefaultReplicationMethod
+	}
+	raw, err := json.Marshal(conn)
+	if err != nil {
+		problems = append(problems, fmt.Errorf("connection: %w", err))
+	} else if cfg, warnings, err := config.Parse(raw); err != nil {
+		problems = append(problems, fmt.Errorf("connection: %w", err))
+	} else {
+		in.config = cfg
+		for _, w := range warnings {
+			problems = append(problems, fmt.Errorf("connection: %s", w))
+		}
+	}
+	method := strings.ToUpper(in.DefaultReplicationMethod)
+	if in.SelectAll && method != "LOG_BASED" {
+		problems = append(problems, errors.New(`"select_all" needs default_replication_method LOG_BASED (as Stitch)`))
+	}
+	if !in.SelectAll && len(in.Tables) == 0 {
+		problems = append(problems, errors.New(`select tables under "tables" or set "select_all"`))
+	}
+	for i, t := range in.Tables {
+		if t.Schema == "" || t.Table == "" {
+			problems = append(problems, fmt.Errorf("tables[%d]: schema and table are required", i))
+		}
+		m := strings.ToUpper(t.ReplicationMethod)
+		if m == "" {
+			m = method
+		}
+		switch m {
+		case "FULL_TABLE", "LOG_BASED":
+		case "INCREMENTAL":
+			if t.ReplicationKey == "" {
+				problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): INCREMENTAL needs replication_key", i, t.Schema, t.Table))
+			}
+		case "":
+			problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): no replication_method and no default_replication_method", i, t.Schema, t.Table))
+		default:
+			problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): replication_method %q is not FULL_TABLE, INCREMENTAL or LOG_BASED", i, t.Schema, t.Table, t.ReplicationMethod))
+		}
+	}
+	if in.Schedule != (schedule.Spec{}) {
+		if _, err := schedule.Parse(in.Schedule); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	switch in.Destination.Type {
+	case "jsonl":
+		if in.Destination.Path == "" {
+			problems = append(problems, errors.New("destination: jsonl needs a path"))
+		}
+	case "":
+		problems = append(problems, errors.New(`destination: "type" is required (jsonl)`))
+	default:
+		problems = append(problems, fmt.Errorf("destination: type %q is not supported yet (jsonl)", in.Destination.Type))
+	}
+	return errors.Join(problems...)
+}
+
+// expandEnv replaces ${VAR} in string values; an unset variable is an error
+// naming it (never its value).
+func expandEnv(conn map[string]any) (map[string]any, error) {
+	envReference := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+	out := make(map[string]any, len(conn))
+	var problems []error
+	for k, v := range conn {
+		s, ok := v.(string)
+		if !ok {
+			out[k] = v
+			continue
+		}
+		out[k] = envReference.ReplaceAllStringFunc(s, func(ref string) string {
+			name := envReference.FindStringSubmatch(ref)[1]
+			val, set := os.LookupEnv(name)
+			if !set {
+				problems = append(problems, fmt.Errorf("connection key %q: environment variable %s is not set", k, name))
+			}
+			return val
+		})
+	}
+	return out, errors.Join(problems...)
+}
+
+// DestinationSchema is the name Stitch derives from the integration name:
+// lowercased, other characters as underscores ("Aurora Prod" → aurora_prod).
+func (in *Integration) DestinationSchema() string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(in.Name) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// oneLine keeps a joined error on one line.
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -1,0 +1,135 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tap-postgres/tap-postgres/internal/engine"
+	"github.com/tap-postgres/tap-postgres/internal/logging"
+	"github.com/tap-postgres/tap-postgres/internal/singer"
+)
+
+// RunJob runs one extraction: discovery, the tap in process from the
+// committed state, loading into the destination, and state commits after
+// each durable load. A crash anywhere repeats work on the next job but loses
+// none, and the slot acknowledgement is always a position the destination
+// holds, since the tap is given the committed state.
+func RunJob(ctx context.Context, in *Integration, store *Store, clock func() time.Time, stderr io.Writer) (JobRecord, error) {
+	unlock, err := store.Lock()
+	if err != nil {
+		return JobRecord{}, err
+	}
+	defer unlock()
+	jobs, err := store.Jobs()
+	if err != nil {
+		return JobRecord{}, err
+	}
+	job := JobRecord{ID: len(jobs) + 1, Started: clock().UTC(), Rows: map[string]int64{}}
+	logFile, err := os.Create(store.LogPath(job.ID))
+	if err != nil {
+		return job, fmt.Errorf("extraction log: %w", err)
+	}
+	defer logFile.Close()
+	var mu sync.Mutex
+	sinks := io.MultiWriter(logFile, stderr)
+	mainLog := logging.NewExtraction(sinks, &mu, "main", clock)
+	tapLog := logging.NewExtraction(sinks, &mu, "tap", clock)
+	targetLog := logging.NewExtraction(sinks, &mu, "target", clock)
+
+	mainLog.Info(fmt.Sprintf("job %d of integration %q started", job.ID, in.Name))
+	err = runJob(ctx, in, store, clock, tapLog, targetLog, &job)
+	job.Finished = clock().UTC()
+	job.Status = "succeeded"
+	if err != nil {
+		job.Status, job.Error = "failed", err.Error()
+	}
+	if herr := store.AppendJob(job); herr != nil {
+		err = errors.Join(err, herr)
+	}
+	if err != nil {
+		mainLog.Log(ctx, logging.LevelCritical, err.Error())
+		return job, err
+	}
+	mainLog.Info(fmt.Sprintf("job %d succeeded in %s", job.ID, job.Finished.Sub(job.Started).Round(time.Millisecond)))
+	return job, nil
+}
+
+func runJob(ctx context.Context, in *Integration, store *Store, clock func() time.Time, tapLog, targetLog *slog.Logger, job *JobRecord) error {
+	eng := engine.New(in.config, tapLog, clock)
+	defer eng.Close()
+	catalog, err := eng.Discover(ctx)
+	if err != nil {
+		return err
+	}
+	if err := in.applySelections(catalog); err != nil {
+		return err
+	}
+	state, err := store.State()
+	if err != nil {
+		return err
+	}
+	committed := state.Clone()
+	dest, err := newJSONLDestination(in.Destination.Path, func(value json.RawMessage) error {
+		next, err := singer.ParseState(value)
+		if err != nil {
+			return fmt.Errorf("state from the tap: %w", err)
+		}
+		logBookmarkChanges(targetLog, committed, next)
+		if err := store.CommitState(value); err != nil {
+			return err
+		}
+		committed = next
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	syncErr := eng.Sync(ctx, catalog, state, singer.NewWriter(dest))
+	closeErr := dest.Close()
+	for stream, n := range dest.rows {
+		job.Rows[stream] = n
+	}
+	return errors.Join(syncErr, closeErr)
+}
+
+// logBookmarkChanges logs each bookmark that a commit moves, as Stitch does:
+// `State update: adding bookmarks.<stream>.<key> = <value>`.
+func logBookmarkChanges(log *slog.Logger, before, after *singer.State) {
+	ids := make([]string, 0, len(after.Bookmarks))
+	for id := range after.Bookmarks {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		now, _ := json.Marshal(after.Bookmarks[id])
+		var was []byte
+		if b := before.Bookmarks[id]; b != nil {
+			was, _ = json.Marshal(b)
+		}
+		if bytes.Equal(now, was) {
+			continue
+		}
+		var fields, old map[string]json.RawMessage
+		_ = json.Unmarshal(now, &fields)
+		_ = json.Unmarshal(was, &old)
+		keys := make([]string, 0, len(fields))
+		for k := range fields {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if !bytes.Equal(fields[k], old[k]) {
+				log.Info(fmt.Sprintf("State update: adding bookmarks.%s.%s = %s", id, k, fields[k]))
+			}
+		}
+	}
+}

@@ -1,0 +1,250 @@
+package runner_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tap-postgres/tap-postgres/internal/localpg"
+	"github.com/tap-postgres/tap-postgres/internal/runner"
+	"github.com/tap-postgres/tap-postgres/internal/testpg"
+)
+
+var pg *localpg.Cluster
+
+func TestMain(m *testing.M) { os.Exit(testpg.Run(m, &pg)) }
+
+func writeIntegration(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "integration.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// newSlot creates a wal2json slot and drops it once its walsender is gone.
+func newSlot(t *testing.T, db, slot string) {
+	t.Helper()
+	testpg.Exec(t, pg, db, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'wal2json')", slot))
+	t.Cleanup(func() {
+		drop := fmt.Sprintf(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '%[1]s' AND active_pid IS NOT NULL;
+			SELECT pg_drop_replication_slot('%[1]s') FROM pg_replication_slots WHERE slot_name = '%[1]s'`, slot)
+		var err error
+		for range 50 {
+			if err = pg.Exec(context.Background(), db, drop); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("drop slot %s: %v", slot, err)
+	})
+}
+
+func connectionYAML(db string) string {
+	return fmt.Sprintf(`connection:
+  host: %s
+  port: %d
+  user: %s
+  password: ${RUNNER_TEST_PASSWORD}
+  dbname: %s
+  filter_dbs: %s
+`, pg.Host, pg.Port, pg.User, db, db)
+}
+
+// readLines returns the JSON messages of a destination file.
+func readLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func recordCount(msgs []map[string]any) int {
+	n := 0
+	for _, m := range msgs {
+		if m["type"] == "RECORD" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestJobsLoadCommitAndReset runs jobs of an integration with one table per
+// method into the JSONL destination: data loads, state is committed, a
+// second job after changes carries only the changes, a reset copies a table
+// again, and the extraction log reads as Stitch's.
+func TestJobsLoadCommitAndReset(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	slot := "stitch_" + db
+	if len(slot) > 63 {
+		t.Fatalf("database name too long for a default slot name: %s", db)
+	}
+	testpg.Exec(t, pg, db, `
+		CREATE TABLE full_t (id integer PRIMARY KEY, v text); INSERT INTO full_t SELECT g, 'f' || g FROM generate_series(1, 20) g;
+		CREATE TABLE inc_t (id integer PRIMARY KEY, updated_at timestamptz NOT NULL, secret text);
+		INSERT INTO inc_t SELECT g, timestamptz '2024-01-01' + g * interval '1 hour', 's' FROM generate_series(1, 30) g;
+		CREATE TABLE log_t (id integer PRIMARY KEY, v text); INSERT INTO log_t SELECT g, 'l' || g FROM generate_series(1, 10) g;`)
+	newSlot(t, db, slot)
+	out := t.TempDir()
+	store := t.TempDir()
+	integration := writeIntegration(t, "name: Aurora Prod\n"+connectionYAML(db)+fmt.Sprintf(`default_replication_method: FULL_TABLE
+tables:
+  - {schema: public, table: full_t}
+  - {schema: public, table: inc_t, replication_method: INCREMENTAL, replication_key: updated_at, columns: [updated_at]}
+  - {schema: public, table: log_t, replication_method: LOG_BASED}
+schedule:
+  cron: "0 0 * * * ?"
+destination:
+  type: jsonl
+  path: %s
+`, out))
+	ctx := context.Background()
+	run := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := runner.Main(ctx, append(args, "--integration", integration, "--store", store), &stdout, &stderr, nil)
+		return code, stdout.String(), stderr.String()
+	}
+	if code, _, stderr := run("run"); code != 0 {
+		t.Fatalf("first job: exit %d\n%s", code, stderr)
+	}
+	if n := recordCount(readLines(t, filepath.Join(out, "full_t.jsonl"))); n != 20 {
+		t.Fatalf("full_t: %d records", n)
+	}
+	inc := readLines(t, filepath.Join(out, "inc_t.jsonl"))
+	if n := recordCount(inc); n != 30 {
+		t.Fatalf("inc_t: %d records", n)
+	}
+	for _, m := range inc {
+		if rec, ok := m["record"].(map[string]any); ok && rec["secret"] != nil {
+			t.Fatal("a column left out of the selection was loaded")
+		}
+	}
+	stateFile := filepath.Join(store, "aurora_prod", "state.json")
+	committed, err := os.ReadFile(stateFile)
+	if err != nil {
+		t.Fatalf("no committed state: %v", err)
+	}
+	if !bytes.Contains(committed, []byte(`"replication_key_value":"2024-01-02T06:00:00+00:00"`)) ||
+		!bytes.Contains(committed, []byte(db+"-public-log_t")) {
+		t.Fatalf("committed state: %s", committed)
+	}
+
+	testpg.Exec(t, pg, db, `INSERT INTO inc_t VALUES (31, '2024-03-01', 's'); INSERT INTO log_t VALUES (11, 'new'); UPDATE log_t SET v = 'changed' WHERE id = 1;`)
+	if code, _, stderr := run("run"); code != 0 {
+		t.Fatalf("second job: exit %d\n%s", code, stderr)
+	}
+	if n := recordCount(readLines(t, filepath.Join(out, "log_t.jsonl"))); n != 12 {
+		t.Fatalf("log_t after two jobs: %d records, want 10 copied + 2 changes", n)
+	}
+	if n := recordCount(readLines(t, filepath.Join(out, "inc_t.jsonl"))); n != 32 {
+		t.Fatalf("inc_t after two jobs: %d records, want 30 + the tie at the bookmark + the new row", n)
+	}
+
+	if code, stdout, stderr := run("reset", "--stream", db+"-public-full_t"); code != 0 || !strings.Contains(stdout, "reset") {
+		t.Fatalf("reset: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := run("run"); code != 0 {
+		t.Fatalf("job after reset: exit %d\n%s", code, stderr)
+	}
+	full := readLines(t, filepath.Join(out, "full_t.jsonl"))
+	versions := map[string]bool{}
+	for _, m := range full {
+		if m["type"] == "ACTIVATE_VERSION" {
+			versions[fmt.Sprint(m["version"])] = true
+		}
+	}
+	if recordCount(full) != 60 || len(versions) < 3 {
+		t.Fatalf("full_t after a reset: %d records in %d versions", recordCount(full), len(versions))
+	}
+
+	code, stdout, _ := run("jobs")
+	if code != 0 || strings.Count(stdout, "succeeded") != 3 {
+		t.Fatalf("jobs:\n%s", stdout)
+	}
+	code, logText, _ := run("logs")
+	line := regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}Z (main|tap|target) - (INFO|WARNING|ERROR|CRITICAL) `)
+	for _, l := range strings.Split(strings.TrimSpace(logText), "\n") {
+		if !line.MatchString(l) {
+			t.Fatalf("extraction log line not in Stitch's format: %q", l)
+		}
+	}
+	if code != 0 || !strings.Contains(logText, "target - INFO State update: adding bookmarks."+db+"-public-full_t.version = ") {
+		t.Fatalf("extraction log lacks bookmark updates:\n%s", logText)
+	}
+	if strings.Contains(logText, pg.Password) {
+		t.Fatal("the password reached the extraction log")
+	}
+}
+
+// TestSelectAllAndValidation: select all takes tables but not views and
+// roots rather than partitions, only with LOG_BASED; bad files list every
+// problem.
+func TestSelectAllAndValidation(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, fmt.Sprintf(`CREATE TABLE a (id integer PRIMARY KEY); CREATE VIEW v AS SELECT * FROM a;
+		CREATE TABLE p (id integer, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		INSERT INTO a VALUES (1); INSERT INTO p VALUES (1, '2024-05-05');`))
+	newSlot(t, db, "s_"+db[len(db)-8:])
+	out, store := t.TempDir(), t.TempDir()
+	integration := writeIntegration(t, "name: all\n"+connectionYAML(db)+fmt.Sprintf(`  slot_name: s_%s
+default_replication_method: LOG_BASED
+select_all: true
+destination: {type: jsonl, path: %s}
+`, db[len(db)-8:], out))
+	var stdout, stderr bytes.Buffer
+	if code := runner.Main(context.Background(), []string{"run", "--integration", integration, "--store", store}, &stdout, &stderr, nil); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	entries, _ := os.ReadDir(out)
+	var files []string
+	for _, e := range entries {
+		files = append(files, e.Name())
+	}
+	if strings.Join(files, ",") != "a.jsonl,p.jsonl" {
+		t.Fatalf("select all loaded %v, want the table and the partitioned root only", files)
+	}
+
+	bad := writeIntegration(t, `name: ""
+connection: {host: h, user: u, dbname: d, port: nope, password: "${RUNNER_TEST_UNSET_VAR}"}
+default_replication_method: FULL_TABLE
+select_all: true
+tables: [{schema: s, table: t, replication_method: INCREMENTAL}]
+schedule: {frequency: 30m, anchor: "2024-01-01T00:00:00Z"}
+destination: {type: bigquery}
+`)
+	stderr.Reset()
+	if code := runner.Main(context.Background(), []string{"run", "--integration", bad, "--store", store}, &stdout, &stderr, nil); code != 1 {
+		t.Fatalf("bad file: exit %d", code)
+	}
+	for _, want := range []string{`"name" is required`, "RUNNER_TEST_UNSET_VAR is not set", `config key "port"`,
+		"select_all\" needs default_replication_method LOG_BASED", "INCREMENTAL needs replication_key", "at least 1h0m0s", `type "bigquery"`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("validation output lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
