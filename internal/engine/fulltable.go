@@ -121,9 +121,23 @@ func (e *Engine) newVersion(previous int64) int64 {
 	return max(e.clock().UnixMilli(), previous+1)
 }
 
-// copyTable reads the rows and sends them in batches of stateEvery records,
-// each with a STATE holding the batch's last key.
+// copyTable reads the whole table (one range, no bounds).
 func (e *Engine) copyTable(ctx context.Context, p *streamPlan, sk *sink, bm *singer.Bookmark, keyCols []int, after [][]byte, snapshot string) (int64, error) {
+	names := columnNames(p.columns)
+	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names, KeyColumns: keyCols}
+	return e.copyRange(ctx, p, sk, q, after, bm.Version, snapshot, func(key map[string]string, _ bool) {
+		if key != nil {
+			bm.LastPKFetched = key
+		}
+	})
+}
+
+// copyRange reads one range of a table in its own connection and snapshot
+// (the exported one when named), in keyset chunks when it has a key, and
+// sends the rows in batches of stateEvery records. keep records, inside the
+// sink's lock, the last key of each batch sent and whether the range is done,
+// so that the STATE written with the batch resumes right after it.
+func (e *Engine) copyRange(ctx context.Context, p *streamPlan, sk *sink, q pgread.Query, after [][]byte, version int64, snapshot string, keep func(key map[string]string, done bool)) (int64, error) {
 	conn, err := e.conn.Connect(ctx, p.database)
 	if err != nil {
 		return 0, err
@@ -133,34 +147,33 @@ func (e *Engine) copyTable(ctx context.Context, p *streamPlan, sk *sink, bm *sin
 	if err != nil {
 		return 0, err
 	}
-	names := columnNames(p.columns)
-	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names, KeyColumns: keyCols}
-	enc := singer.NewRecordEncoder(p.name, append(names, e.extraColumns(p)...), bm.Version)
+	enc := singer.NewRecordEncoder(p.name, append(q.Columns, e.extraColumns(p)...), version)
 	rec := newRecordWriter(e, p, enc)
 	m := newMetrics(e.log, p.name, e.clock)
 	var total int64
-	lastKey := make([][]byte, len(keyCols))
-	// send emits the batch with a STATE that resumes right after it.
-	send := func() error {
+	lastKey := make([][]byte, len(q.KeyColumns))
+	send := func(done bool) error {
 		n := rec.count
 		err := sk.emit(rec.take(), func(*singer.State) {
-			if keyCols != nil && total > 0 {
-				bm.LastPKFetched = keyText(p.columns, keyCols, lastKey)
+			var key map[string]string
+			if q.KeyColumns != nil && total > 0 {
+				key = keyText(p.columns, q.KeyColumns, lastKey)
 			}
+			keep(key, done)
 		})
 		m.add(int64(n))
 		return err
 	}
 	onRow := func(values [][]byte) error {
 		rec.write(values)
-		for i, k := range keyCols {
+		for i, k := range q.KeyColumns {
 			lastKey[i] = append(lastKey[i][:0], values[k]...)
 		}
 		total++
 		if rec.count < stateEvery {
 			return nil
 		}
-		return send()
+		return send(false)
 	}
 	for {
 		enc.SetTimeExtracted(e.clock())
@@ -169,16 +182,16 @@ func (e *Engine) copyTable(ctx context.Context, p *streamPlan, sk *sink, bm *sin
 			if ctx.Err() != nil {
 				// Stopped by a signal: what was read goes out with a STATE
 				// that covers exactly it, so the next run resumes after it.
-				err = errors.Join(err, send())
+				err = errors.Join(err, send(false))
 			}
 			return total, err
 		}
-		if keyCols == nil || n < e.cfg.IterSize {
+		if q.KeyColumns == nil || n < e.cfg.IterSize {
 			break
 		}
 		after = last
 	}
-	if err := send(); err != nil {
+	if err := send(true); err != nil {
 		return total, err
 	}
 	m.flush()

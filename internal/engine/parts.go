@@ -109,20 +109,10 @@ func (e *Engine) copyParts(ctx context.Context, p *streamPlan, sk *sink, bm *sin
 	return total, lead.Close(ctx)
 }
 
-// copyPart reads one key range in keyset chunks.
+// copyPart reads one key range, resuming after its own last key.
 func (e *Engine) copyPart(ctx context.Context, p *streamPlan, sk *sink, bm *singer.Bookmark, i int, keyCols []int, snapshot string) (int64, error) {
-	conn, err := e.conn.Connect(ctx, p.database)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	snap, err := pgread.BeginSnapshot(ctx, conn.PgConn(), snapshot)
-	if err != nil {
-		return 0, err
-	}
 	part := &bm.CopyParts[i]
-	names := columnNames(p.columns)
-	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names, KeyColumns: keyCols}
+	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: columnNames(p.columns), KeyColumns: keyCols}
 	if part.Lower != nil {
 		q.Lower = []byte(*part.Lower)
 	}
@@ -140,50 +130,10 @@ func (e *Engine) copyPart(ctx context.Context, p *streamPlan, sk *sink, bm *sing
 			after[n] = []byte(v)
 		}
 	}
-	enc := singer.NewRecordEncoder(p.name, append(names, e.extraColumns(p)...), bm.Version)
-	rec := newRecordWriter(e, p, enc)
-	m := newMetrics(e.log, p.name, e.clock)
-	var total int64
-	lastKey := make([][]byte, len(keyCols))
-	send := func(done bool) error {
-		n := rec.count
-		err := sk.emit(rec.take(), func(*singer.State) {
-			if total > 0 {
-				part.LastPKFetched = keyText(p.columns, keyCols, lastKey)
-			}
-			part.Done = done
-		})
-		m.add(int64(n))
-		return err
-	}
-	onRow := func(values [][]byte) error {
-		rec.write(values)
-		for n, k := range keyCols {
-			lastKey[n] = append(lastKey[n][:0], values[k]...)
+	return e.copyRange(ctx, p, sk, q, after, bm.Version, snapshot, func(key map[string]string, done bool) {
+		if key != nil {
+			part.LastPKFetched = key
 		}
-		total++
-		if rec.count < stateEvery {
-			return nil
-		}
-		return send(false)
-	}
-	for {
-		enc.SetTimeExtracted(e.clock())
-		n, last, err := snap.ReadChunk(ctx, q, after, e.cfg.IterSize, onRow)
-		if err != nil {
-			if ctx.Err() != nil {
-				err = errors.Join(err, send(false))
-			}
-			return total, err
-		}
-		if n < e.cfg.IterSize {
-			break
-		}
-		after = last
-	}
-	if err := send(true); err != nil {
-		return total, err
-	}
-	m.flush()
-	return total, snap.Close(ctx)
+		part.Done = done
+	})
 }

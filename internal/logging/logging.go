@@ -1,5 +1,6 @@
 // Package logging formats the tap's stderr log as Singer taps do: one
-// `LEVEL message` line per record (INFO, WARNING, ERROR, CRITICAL).
+// `LEVEL message` line per record (INFO, WARNING, ERROR, CRITICAL), and the
+// runner's extraction logs as Stitch's.
 package logging
 
 import (
@@ -8,22 +9,35 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 )
 
 // LevelCritical is the level of the last line of a failed run.
 const LevelCritical = slog.Level(12)
 
-// Handler is a slog.Handler writing `LEVEL message key=value ...` lines.
+// Handler is a slog.Handler writing `<prefix>LEVEL message key=value ...`
+// lines.
 type Handler struct {
-	mu    *sync.Mutex
-	w     io.Writer
-	level slog.Leveler
-	attrs string
+	mu     *sync.Mutex
+	w      io.Writer
+	level  slog.Leveler
+	prefix func() string
+	attrs  string
 }
 
-// New returns a logger writing to w at level and above.
+// New returns a logger writing `LEVEL message` lines to w at level and above.
 func New(w io.Writer, level slog.Leveler) *slog.Logger {
-	return slog.New(&Handler{mu: &sync.Mutex{}, w: w, level: level})
+	return slog.New(&Handler{mu: &sync.Mutex{}, w: w, level: level, prefix: func() string { return "" }})
+}
+
+// NewExtraction returns a logger writing Stitch's extraction log lines,
+// `2024-06-01 12:00:00,123Z tap - INFO message`, for one source (main, tap
+// or target). Loggers sharing mu and w interleave whole lines.
+func NewExtraction(w io.Writer, mu *sync.Mutex, source string, clock func() time.Time) *slog.Logger {
+	return slog.New(&Handler{mu: mu, w: w, level: slog.LevelInfo, prefix: func() string {
+		ts := clock().UTC()
+		return ts.Format("2006-01-02 15:04:05") + "," + ts.Format(".000")[1:] + "Z " + source + " - "
+	}})
 }
 
 // Enabled reports whether the level is logged.
@@ -32,9 +46,10 @@ func (h *Handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.
 // Handle writes one line.
 func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
+	b.WriteString(h.prefix())
 	b.WriteString(LevelName(r.Level))
 	b.WriteByte(' ')
-	b.WriteString(r.Message)
+	b.WriteString(strings.ReplaceAll(r.Message, "\n", "; "))
 	b.WriteString(h.attrs)
 	r.Attrs(func(a slog.Attr) bool {
 		writeAttr(&b, a)

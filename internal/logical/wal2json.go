@@ -55,6 +55,17 @@ type Change struct {
 	buf []byte
 }
 
+// reset empties c for a message of n bytes. Strings are unescaped into buf;
+// reserving the message's size up front keeps earlier slices of buf valid
+// (no reallocation while decoding).
+func (c *Change) reset(n int) {
+	c.Action, c.Schema, c.Table, c.Timestamp = 0, "", "", ""
+	c.Columns, c.Identity, c.buf = c.Columns[:0], c.Identity[:0], c.buf[:0]
+	if cap(c.buf) < n {
+		c.buf = make([]byte, 0, n)
+	}
+}
+
 // Find returns the named column of cols, or nil.
 func Find(cols []Column, name string) *Column {
 	for i := range cols {
@@ -67,13 +78,7 @@ func Find(cols []Column, name string) *Column {
 
 // DecodeV2 decodes one wal2json format-version 2 message into c.
 func DecodeV2(data []byte, c *Change) error {
-	c.Action, c.Schema, c.Table, c.Timestamp = 0, "", "", ""
-	c.Columns, c.Identity, c.buf = c.Columns[:0], c.Identity[:0], c.buf[:0]
-	// Strings are unescaped into buf; reserving the input's size up front
-	// keeps earlier slices of buf valid (no reallocation while decoding).
-	if cap(c.buf) < len(data) {
-		c.buf = make([]byte, 0, len(data))
-	}
+	c.reset(len(data))
 	s := scanner{data: data}
 	err := s.object(func(key []byte) error {
 		switch string(key) {

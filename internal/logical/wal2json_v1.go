@@ -14,11 +14,7 @@ import (
 // Chunks become the same Change values format 2 gives: Begin, the changes,
 // Commit.
 func DecodeV1Chunk(data []byte, c *Change) error {
-	c.Action, c.Schema, c.Table, c.Timestamp = 0, "", "", ""
-	c.Columns, c.Identity, c.buf = c.Columns[:0], c.Identity[:0], c.buf[:0]
-	if cap(c.buf) < len(data) {
-		c.buf = make([]byte, 0, len(data))
-	}
+	c.reset(len(data))
 	trimmed := bytes.TrimSpace(data)
 	switch {
 	case bytes.Equal(trimmed, []byte("]}")):
