@@ -670,3 +670,40 @@ func TestLogBasedCopyKilledBeforeFirstKey(t *testing.T) {
 		}
 	}
 }
+
+// TestLogBasedPartitionTruncateAndToastBytea: truncating one partition does
+// not empty the root in the target (the root is copied again next run), and
+// a bytea TOAST value re-read by key stays valid JSON in its text form.
+func TestLogBasedPartitionTruncateAndToastBytea(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, `CREATE TABLE ev (id integer, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		INSERT INTO ev VALUES (1, '2024-02-02'), (150, '2025-02-02');
+		CREATE TABLE blobs (id integer PRIMARY KEY, name text, data bytea);
+		INSERT INTO blobs SELECT 1, 'one', decode(string_agg(md5(g::text), ''), 'hex') FROM generate_series(1, 300) g;`)
+	newSlot(t, db, slot)
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, db+"-public-ev", db+"-public-blobs")
+	_, s1 := logRun(t, cfg, catalog, nil)
+	testpg.Exec(t, pg, db, "TRUNCATE ev_1; UPDATE blobs SET name = 'renamed'")
+	r, s2 := logRun(t, cfg, catalog, s1)
+	if strings.Contains(strings.Join(streamMessages(r.messages, "ev"), ","), "ACTIVATE_VERSION") {
+		t.Fatal("a truncated partition sent ACTIVATE_VERSION for the whole root")
+	}
+	if !strings.Contains(r.stderr, "partition \"public\".\"ev_1\" was truncated") {
+		t.Fatalf("no WARNING for the truncated partition:\n%s", r.stderr)
+	}
+	if _, kept := s2["bookmarks"].(map[string]any)[db+"-public-ev"]; kept {
+		t.Fatal("the root's bookmark was kept: it would not be copied again")
+	}
+	blobs := records(r.messages, "blobs")
+	if len(blobs) != 1 || !strings.HasPrefix(fmt.Sprint(blobs[0]["data"]), `\x`) || len(fmt.Sprint(blobs[0]["data"])) != 2+9600 {
+		t.Fatalf("bytea TOAST value re-read: %.60v", blobs)
+	}
+	again, _ := logRun(t, cfg, catalog, s2)
+	if got := records(again.messages, "ev"); len(got) != 1 || fmt.Sprint(got[0]["id"]) != "150" {
+		t.Fatalf("the root was not copied again with what is left: %v", got)
+	}
+}

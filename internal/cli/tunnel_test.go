@@ -52,6 +52,18 @@ func TestSSHTunnel(t *testing.T) {
 		t.Fatalf("log-based through the tunnel: %v\n%s", recs, r.stderr)
 	}
 
+	// Through the tunnel the stream still waits with deadlines: an idle
+	// stop comes on time.
+	idleCfg := tunnel(map[string]any{"private_key": sshd.ClientKey, "known_hosts": sshd.KnownHosts})
+	idleCfg["break_at_end_lsn"], idleCfg["logical_poll_total_seconds"] = false, 2
+	began := time.Now()
+	if r := runTap(t, cli.Env{}, "--config", writeFile(t, "idle.json", idleCfg), "--catalog", logCat, "--state", writeFile(t, "s1.json", s1)); r.code != 0 {
+		t.Fatalf("idle run through the tunnel: exit %d\n%s", r.code, r.stderr)
+	}
+	if took := time.Since(began); took > 8*time.Second {
+		t.Fatalf("an idle stop after 2 s took %v through the tunnel", took)
+	}
+
 	byPassword := tunnel(map[string]any{"known_hosts": knownHostsPath, "password": sshd.Password})
 	byPassword["ssh_tunnel"].(map[string]any)["username"] = sshd.PasswordUser
 	if r := runTap(t, cli.Env{}, "--config", writeFile(t, "pw.json", byPassword), "--discover"); r.code != 0 ||

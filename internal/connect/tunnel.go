@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -46,11 +47,27 @@ func (t *tunnel) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	conn, err := client.DialContext(ctx, network, addr)
+	channel, err := client.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("ssh tunnel: open %s through %s: %w", addr, t.address(), err)
 	}
-	return conn, nil
+	return withDeadlines(channel), nil
+}
+
+// withDeadlines puts a net.Pipe in front of an SSH channel, which has no
+// read or write deadlines: pgx cancels and times out by deadline, and a
+// replication stream waits for messages with one.
+func withDeadlines(channel net.Conn) net.Conn {
+	ours, theirs := net.Pipe()
+	go func() {
+		_, _ = io.Copy(channel, theirs)
+		channel.Close()
+	}()
+	go func() {
+		_, _ = io.Copy(theirs, channel)
+		theirs.Close()
+	}()
+	return ours
 }
 
 func (t *tunnel) address() string {

@@ -251,7 +251,7 @@ func (r *recordWriter) write(values [][]byte) {
 		if issue&^r.warned[i] != 0 {
 			r.warn(i, issue&^r.warned[i])
 		}
-		if i == r.capture {
+		if i == r.capture && string(buf[start:]) != "null" {
 			r.captured = append(r.captured[:0], buf[start:]...)
 		}
 	}

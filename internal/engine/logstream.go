@@ -52,6 +52,9 @@ type logStream struct {
 	// extractedAt is the time_extracted the encoder currently carries.
 	extractedAt time.Time
 	metrics     *metrics
+	// recopy is set when a change cannot be carried by the log (a truncated
+	// partition): the bookmark stays put and is wiped when the run ends.
+	recopy bool
 }
 
 // logRun streams one database's slot into its LOG_BASED streams.
@@ -105,9 +108,9 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			return err
 		}
 		for _, part := range parts {
-			if _, own := r.streams[part]; !own {
-				r.streams[part] = ls
-			}
+			// Changes on a partition go to its selected root (SPEC §6), even
+			// when the partition is selected on its own too.
+			r.streams[part] = ls
 			tables = append(tables, escapeAddTable(part[0], part[1]))
 		}
 		if lsn := ls.bm.LSN; start == 0 || lsn < start {
@@ -117,8 +120,6 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			ack = lsn
 		}
 	}
-	// Partitions selected on their own keep their stream; a partition of a
-	// selected root goes to the root (set above unless it had its own).
 	end, err := logical.CurrentLSN(ctx, conn)
 	if err != nil {
 		return err
@@ -177,7 +178,9 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			if err := decode(msg.Data, &change); err != nil {
 				return fmt.Errorf("database %q at %s: %w", ld.name, msg.WALStart, err)
 			}
-			if err := r.apply(ctx, &change, msg.WALStart); err != nil {
+			// Catalog lookups and re-reads finish the transaction being
+			// read even after a stop signal.
+			if err := r.apply(io, &change, msg.WALStart); err != nil {
 				return err
 			}
 			if msg.WALStart >= end && !r.inTx {
@@ -352,6 +355,14 @@ func (r *logRun) change(ctx context.Context, ls *logStream, ch *logical.Change, 
 	case logical.ActionTruncate:
 		if err := r.flush(ctx); err != nil {
 			return err
+		}
+		if ch.Schema != ls.p.schema || ch.Table != ls.p.table {
+			// One partition emptied: a new version would empty the whole
+			// root in the target. The root is copied again next run.
+			r.e.log.Warn(fmt.Sprintf("stream %s: partition %q.%q was truncated; the stream will be copied again on the next run",
+				ls.p.id, ch.Schema, ch.Table))
+			ls.recopy = true
+			return nil
 		}
 		ls.bm.Version = r.e.newVersion(ls.bm.Version)
 		ls.enc.SetVersion(ls.bm.Version)
@@ -710,6 +721,11 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 		}
 		for _, i := range p.needs {
 			v := row[indexOfInt(missing, i)]
+			if ls.rawBytea[i] {
+				// The table gives bytea as \x-prefixed text; held values
+				// are in wal2json's bare hex, which emit prefixes.
+				v = bytes.TrimPrefix(v, []byte(`\x`))
+			}
 			p.vals[i] = &logical.Column{Name: ls.p.columns[i].Name, Value: v, Null: v == nil}
 		}
 	}
@@ -824,7 +840,9 @@ func (r *logRun) emitValues(ls *logStream, vals []*logical.Column, at logical.LS
 // committed moves every stream of the database to the commit's position.
 func (r *logRun) committed(commit uint64) error {
 	for _, ls := range r.uniqueStreams() {
-		ls.bm.LSN = max(ls.bm.LSN, commit)
+		if !ls.recopy {
+			ls.bm.LSN = max(ls.bm.LSN, commit)
+		}
 	}
 	r.commitTime = r.commitTime[:0]
 	if r.sinceState > 0 && r.e.clock().Sub(r.lastState) >= stateInterval {
@@ -863,8 +881,12 @@ func (r *logRun) writeState() error {
 // idle database advances on the next run.
 func (r *logRun) finish(reason string, lastKeepalive logical.LSN) error {
 	for _, ls := range r.uniqueStreams() {
-		ls.bm.LSN = max(ls.bm.LSN, uint64(lastKeepalive))
 		ls.metrics.flush()
+		if ls.recopy {
+			delete(r.state.Bookmarks, ls.p.id)
+			continue
+		}
+		ls.bm.LSN = max(ls.bm.LSN, uint64(lastKeepalive))
 	}
 	r.e.log.Info(fmt.Sprintf("database %q: stopped streaming (%s) after %d records", r.ld.name, reason, r.emitted))
 	return r.writeState()

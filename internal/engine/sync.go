@@ -45,6 +45,10 @@ func (e *Engine) Sync(ctx context.Context, catalog *singer.Catalog, state *singe
 		return err
 	}
 	for _, ld := range logDBs {
+		if ctx.Err() != nil {
+			e.log.Info(fmt.Sprintf("stop requested: database %q is not streamed in this run", ld.name))
+			continue
+		}
 		if err := e.streamDatabase(ctx, ld, catalog, state, startState, out, runStart); err != nil {
 			return err
 		}

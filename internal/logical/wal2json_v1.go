@@ -17,6 +17,12 @@ func DecodeV1Chunk(data []byte, c *Change) error {
 	c.reset(len(data))
 	trimmed := bytes.TrimSpace(data)
 	switch {
+	case bytes.HasPrefix(trimmed, []byte(`{"change":[`)) && bytes.HasSuffix(trimmed, []byte("]}")):
+		// A whole document in one chunk: a non-transactional logical
+		// message (pg_logical_emit_message(false, …)), which carries no
+		// row change.
+		c.Action = ActionMessage
+		return nil
 	case bytes.Equal(trimmed, []byte("]}")):
 		c.Action = ActionCommit
 		return nil

@@ -31,6 +31,9 @@ func TestDecodeV1Chunk(t *testing.T) {
 			t.Fatalf("%s: decoded %+v", st.chunk, c)
 		}
 	}
+	if err := DecodeV1Chunk([]byte(`{"change":[{"kind":"message","transactional":false,"prefix":"p","content":"x"}]}`), &c); err != nil || c.Action != ActionMessage {
+		t.Fatalf("standalone message: %v %+v", err, c)
+	}
 	for _, bad := range []string{`{"kind":"insert","columnnames":["a"],"columnvalues":[]}`, `{"kind":"upsert"}`, `,`, `{"kind":"insert"} x`, `{`} {
 		if err := DecodeV1Chunk([]byte(bad), &c); err == nil {
 			t.Errorf("accepted %q", bad)

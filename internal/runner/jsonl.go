@@ -95,6 +95,12 @@ func (d *jsonlDestination) file(stream string) (*streamFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
+	// The new file's directory entry must be durable before a state that
+	// covers its lines is committed.
+	if err := syncDir(d.dir); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("jsonl destination: %w", err)
+	}
 	sf := &streamFile{f: f, w: bufio.NewWriterSize(f, 1<<20)}
 	d.files[stream] = sf
 	return sf, nil
