@@ -39,7 +39,7 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 		bm = st.Bookmark(p.id)
 		leading := bm.Version == 0
 		switch {
-		case bm.Version != 0 && bm.CopyInProgress && len(bm.CopyParts) > 0 && keyCols != nil:
+		case bm.Version != 0 && bm.CopyInProgress && len(bm.CopyParts) > 0 && partsMatchKey(bm.CopyParts, p, keyCols):
 			e.log.Info(fmt.Sprintf("stream %s: resuming the %d-part copy of version %d", p.id, len(bm.CopyParts), bm.Version))
 		default:
 			bm.CopyParts = nil
@@ -92,6 +92,28 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 		sk.finished(p.id)
 		return writeState(out, st)
 	})
+}
+
+// partsMatchKey tells whether an interrupted parallel copy's saved keys
+// still name the table's key; if not, the copy starts over.
+func partsMatchKey(parts []singer.CopyPart, p *streamPlan, keyCols []int) bool {
+	if keyCols == nil {
+		return false
+	}
+	for _, part := range parts {
+		if part.LastPKFetched == nil {
+			continue
+		}
+		if len(part.LastPKFetched) != len(keyCols) {
+			return false
+		}
+		for _, k := range keyCols {
+			if _, ok := part.LastPKFetched[p.columns[k].Name]; !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // resumeKey returns the key to resume after, or nil to start a new copy.

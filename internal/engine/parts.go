@@ -85,6 +85,9 @@ func (e *Engine) copyParts(ctx context.Context, p *streamPlan, sk *sink, bm *sin
 	var mu sync.Mutex
 	var total int64
 	var errs []error
+	// Readers stay within max_parallel_streams, also when a copy planned
+	// with more parts resumes under a lower setting.
+	readers := make(chan struct{}, max(1, e.cfg.MaxParallelStreams))
 	for i := range bm.CopyParts {
 		if bm.CopyParts[i].Done {
 			continue
@@ -92,6 +95,12 @@ func (e *Engine) copyParts(ctx context.Context, p *streamPlan, sk *sink, bm *sin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case readers <- struct{}{}:
+				defer func() { <-readers }()
+			case <-ctx.Done():
+				return
+			}
 			n, err := e.copyPart(ctx, p, sk, bm, i, keyCols, snapshot)
 			mu.Lock()
 			defer mu.Unlock()

@@ -29,11 +29,11 @@ func RunJob(ctx context.Context, in *Integration, store *Store, clock func() tim
 		return JobRecord{}, err
 	}
 	defer unlock()
-	jobs, err := store.Jobs()
+	id, err := store.NextJobID()
 	if err != nil {
 		return JobRecord{}, err
 	}
-	job := JobRecord{ID: len(jobs) + 1, Started: clock().UTC(), Rows: map[string]int64{}}
+	job := JobRecord{ID: id, Started: clock().UTC(), Rows: map[string]int64{}}
 	logFile, err := os.Create(store.LogPath(job.ID))
 	if err != nil {
 		return job, fmt.Errorf("extraction log: %w", err)

@@ -121,12 +121,36 @@ func (s *Store) Jobs() ([]JobRecord, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var j JobRecord
-		if err := json.Unmarshal(sc.Bytes(), &j); err != nil {
-			return nil, fmt.Errorf("job history: %w", err)
+		// A line torn by a crash mid-append is skipped, not fatal.
+		if json.Unmarshal(sc.Bytes(), &j) == nil {
+			jobs = append(jobs, j)
 		}
-		jobs = append(jobs, j)
 	}
 	return jobs, sc.Err()
+}
+
+// NextJobID is one past the highest job number seen in the history or the
+// logs, so that a job that crashed before it was recorded keeps its log.
+func (s *Store) NextJobID() (int, error) {
+	jobs, err := s.Jobs()
+	if err != nil {
+		return 0, err
+	}
+	next := 1
+	for _, j := range jobs {
+		next = max(next, j.ID+1)
+	}
+	logs, err := filepath.Glob(filepath.Join(s.dir, "logs", "job-*.log"))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range logs {
+		var id int
+		if _, err := fmt.Sscanf(filepath.Base(l), "job-%d.log", &id); err == nil {
+			next = max(next, id+1)
+		}
+	}
+	return next, nil
 }
 
 // AppendJob records a finished job.
