@@ -707,3 +707,37 @@ func TestLogBasedPartitionTruncateAndToastBytea(t *testing.T) {
 		t.Fatalf("the root was not copied again with what is left: %v", got)
 	}
 }
+
+// TestLogBasedPartitionCreatedDuringRun: a partition created and written
+// while a run streams reaches its root's stream.
+func TestLogBasedPartitionCreatedDuringRun(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, `CREATE TABLE ev (id integer, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE unrelated (id integer PRIMARY KEY);
+		INSERT INTO ev VALUES (1, '2024-02-02');`)
+	newSlot(t, db, slot)
+	cfg := configFor(db, map[string]any{"slot_name": slot})
+	catalog := logCatalog(t, writeFile(t, "config.json", cfg), db+"-public-ev")
+	_, s1 := logRun(t, writeFile(t, "config.json", cfg), catalog, nil)
+	cfg["break_at_end_lsn"], cfg["logical_poll_total_seconds"] = false, 3
+	done := make(chan tapResult)
+	go func() {
+		done <- runTap(t, cli.Env{}, "--config", writeFile(t, "long.json", cfg), "--catalog", catalog, "--state", writeFile(t, "s1.json", s1))
+	}()
+	time.Sleep(time.Second)
+	testpg.Exec(t, pg, db, `CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		INSERT INTO ev VALUES (150, '2025-02-02'); INSERT INTO unrelated VALUES (7);`)
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	got := records(r.messages, "ev")
+	if len(got) != 1 || fmt.Sprint(got[0]["id"]) != "150" {
+		t.Fatalf("the new partition's row did not reach the root: %v\n%s", got, r.stderr)
+	}
+	if len(records(r.messages, "unrelated")) != 0 {
+		t.Fatal("an unselected table's change was emitted")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -68,6 +69,10 @@ type logRun struct {
 	streams map[[2]string]*logStream
 	// types caches wal2json type names resolved to Types.
 	types map[string]*types.Type
+	// partitionSchemas hold selected partitioned roots: changes on tables
+	// there that no stream names may come from a partition created since.
+	partitionSchemas map[string]bool
+	unrouted         map[[2]string]bool
 	// pending holds records back while unchanged TOAST values are re-read.
 	pending []pendingRecord
 	buf     []byte
@@ -93,9 +98,11 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	r := &logRun{e: e, ld: ld, state: state, catalog: catalog, out: out, conn: conn,
-		streams: map[[2]string]*logStream{}, types: map[string]*types.Type{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
+		streams: map[[2]string]*logStream{}, types: map[string]*types.Type{},
+		partitionSchemas: map[string]bool{}, unrouted: map[[2]string]bool{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
 	var start, ack uint64
 	var tables []string
+	toRoot := map[[2]string]*logStream{}
 	for _, p := range ld.plans {
 		ls, err := r.newLogStream(p)
 		if err != nil {
@@ -103,15 +110,18 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 		}
 		r.streams[[2]string{p.schema, p.table}] = ls
 		tables = append(tables, escapeAddTable(p.schema, p.table))
-		parts, err := partitionsOf(ctx, conn, p)
-		if err != nil {
-			return err
-		}
-		for _, part := range parts {
-			// Changes on a partition go to its selected root (SPEC §6), even
-			// when the partition is selected on its own too.
-			r.streams[part] = ls
-			tables = append(tables, escapeAddTable(part[0], part[1]))
+		if p.live.Kind == discovery.KindPartitionedTable {
+			parts, err := partitionsOf(ctx, conn, p)
+			if err != nil {
+				return err
+			}
+			for _, part := range parts {
+				toRoot[part] = ls
+			}
+			// Partitions created during the run are in the root's schema
+			// too: take the whole schema, and route by the catalog.
+			tables = append(tables, escapeAddTable(p.schema, "")+"*")
+			r.partitionSchemas[p.schema] = true
 		}
 		if lsn := ls.bm.LSN; start == 0 || lsn < start {
 			start = lsn
@@ -119,6 +129,11 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 		if lsn := startState.Bookmark(p.id).LSN; lsn != 0 && (ack == 0 || lsn < ack) {
 			ack = lsn
 		}
+	}
+	// Changes on a partition go to its selected root (SPEC §6), even when the
+	// partition is selected on its own too.
+	for part, ls := range toRoot {
+		r.streams[part] = ls
 	}
 	end, err := logical.CurrentLSN(ctx, conn)
 	if err != nil {
@@ -325,9 +340,9 @@ func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) 
 	case logical.ActionMessage:
 		return nil
 	}
-	ls := r.streams[[2]string{ch.Schema, ch.Table}]
-	if ls == nil {
-		return nil
+	ls, err := r.route(ctx, ch.Schema, ch.Table)
+	if err != nil || ls == nil {
+		return err
 	}
 	if err := r.change(ctx, ls, ch, at); err != nil {
 		return err
@@ -338,6 +353,30 @@ func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) 
 		return r.writeState()
 	}
 	return nil
+}
+
+// route finds the stream of a changed table: its own, or its partitioned
+// root's for a partition (one created during the run is looked up once).
+func (r *logRun) route(ctx context.Context, schema, table string) (*logStream, error) {
+	key := [2]string{schema, table}
+	if ls := r.streams[key]; ls != nil || !r.partitionSchemas[schema] || r.unrouted[key] {
+		return ls, nil
+	}
+	var rootSchema, rootTable string
+	err := r.conn.QueryRow(ctx, `
+		SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = pg_partition_root(to_regclass(quote_ident($1) || '.' || quote_ident($2)))`, schema, table).Scan(&rootSchema, &rootTable)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("find the partitioned root of %q.%q: %w", schema, table, err)
+	}
+	ls := r.streams[[2]string{rootSchema, rootTable}]
+	if ls == nil || ls.p.live.Kind != discovery.KindPartitionedTable {
+		r.unrouted[key] = true
+		return nil, nil
+	}
+	r.e.log.Info(fmt.Sprintf("stream %s: new partition %q.%q", ls.p.id, schema, table))
+	r.streams[key] = ls
+	return ls, nil
 }
 
 // change handles one row change of a selected stream.
