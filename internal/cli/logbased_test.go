@@ -741,3 +741,32 @@ func TestLogBasedPartitionCreatedDuringRun(t *testing.T) {
 		t.Fatal("an unselected table's change was emitted")
 	}
 }
+
+// TestLogBasedToastOddKeys: unchanged TOAST values are re-read for rows
+// keyed by a boolean or a bytea, whose text wal2json writes differently.
+func TestLogBasedToastOddKeys(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	big := `(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 200) g)`
+	testpg.Exec(t, pg, db, `CREATE TABLE by_bool (k boolean PRIMARY KEY, name text, body text);
+		CREATE TABLE by_bytea (k bytea PRIMARY KEY, name text, body text);
+		INSERT INTO by_bool VALUES (true, 'a', `+big+`), (false, 'b', `+big+`);
+		INSERT INTO by_bytea VALUES ('\x0102', 'a', `+big+`);`)
+	newSlot(t, db, slot)
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+	catalog := logCatalog(t, cfg, db+"-public-by_bool", db+"-public-by_bytea")
+	_, s1 := logRun(t, cfg, catalog, nil)
+	testpg.Exec(t, pg, db, "UPDATE by_bool SET name = 'x'; UPDATE by_bytea SET name = 'x'")
+	r, _ := logRun(t, cfg, catalog, s1)
+	for _, stream := range []string{"by_bool", "by_bytea"} {
+		recs := records(r.messages, stream)
+		if len(recs) == 0 {
+			t.Fatalf("%s: no records", stream)
+		}
+		for _, rec := range recs {
+			if body, _ := rec["body"].(string); len(body) != 6400 {
+				t.Fatalf("%s: unchanged TOAST value missing: %.80v", stream, rec)
+			}
+		}
+	}
+}

@@ -721,7 +721,7 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 				ph = nil
 				break
 			}
-			params = append(params, v.Value)
+			params = append(params, ls.keyText(k, v.Value))
 			ph = append(ph, fmt.Sprintf("$%d", len(params)))
 		}
 		if ph != nil {
@@ -751,7 +751,7 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 		key := make([][]byte, len(ls.keyCols))
 		for n, k := range ls.keyCols {
 			if v := p.vals[k]; v != nil {
-				key[n] = v.Value
+				key[n] = ls.keyText(k, v.Value)
 			}
 		}
 		row, ok := current[joinKey(key)]
@@ -769,6 +769,19 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 		}
 	}
 	return nil
+}
+
+// keyText turns a key value as wal2json wrote it into PostgreSQL's own text
+// form, which the re-read both binds and returns: wal2json writes booleans
+// as true/false and bytea as bare hex.
+func (ls *logStream) keyText(col int, v []byte) []byte {
+	switch {
+	case ls.rawBytea[col]:
+		return append([]byte(`\x`), v...)
+	case ls.p.columns[col].Type.Kind == types.KindBoolean && len(v) > 0:
+		return v[:1]
+	}
+	return v
 }
 
 // joinKey makes a map key of key values as PostgreSQL prints them. The key
