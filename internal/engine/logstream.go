@@ -414,10 +414,17 @@ func (r *logRun) change(ctx context.Context, ls *logStream, ch *logical.Change, 
 // upsert emits an inserted or updated row. An update that changed the key
 // first deletes the old key.
 func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN, update bool) error {
+	return r.upsertRow(ctx, ls, ch, at, update, false)
+}
+
+// upsertRow is upsert; oldKeyDeleted says a key change's delete already went
+// out (the row is being applied again after a shape change).
+func (r *logRun) upsertRow(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN, update, oldKeyDeleted bool) error {
 	if err := r.mapColumns(ctx, ls, ch.Columns, !update); err != nil {
 		return err
 	}
-	if update && len(ls.keyCols) > 0 && len(ch.Identity) > 0 && keyChanged(ls, ch.Identity) {
+	if update && !oldKeyDeleted && len(ls.keyCols) > 0 && len(ch.Identity) > 0 && keyChanged(ls, ch.Identity) {
+		oldKeyDeleted = true
 		if err := r.delete(ctx, ls, ch.Identity, at); err != nil {
 			return err
 		}
@@ -448,7 +455,7 @@ func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, 
 			if err := r.reshape(ctx, ls, shapeChange{dropped: dropped}); err != nil {
 				return err
 			}
-			return r.upsert(ctx, ls, ch, at, update)
+			return r.upsertRow(ctx, ls, ch, at, update, oldKeyDeleted)
 		}
 	}
 	return r.record(ctx, ls, missing, at, false)
