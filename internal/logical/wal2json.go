@@ -92,17 +92,11 @@ func DecodeV2(data []byte, c *Change) error {
 			}
 			c.Action = Action(v[0])
 		case "schema":
-			v, err := s.str(c)
-			c.Schema = string(v)
-			return err
+			return s.text(c, &c.Schema)
 		case "table":
-			v, err := s.str(c)
-			c.Table = string(v)
-			return err
+			return s.text(c, &c.Table)
 		case "timestamp":
-			v, err := s.str(c)
-			c.Timestamp = string(v)
-			return err
+			return s.text(c, &c.Timestamp)
 		case "columns":
 			c.Columns = c.Columns[:0]
 			return s.columns(c, &c.Columns)
@@ -214,9 +208,7 @@ func (s *scanner) columns(c *Change, out *[]Column) error {
 		err := s.object(func(key []byte) error {
 			switch string(key) {
 			case "name":
-				v, err := s.str(c)
-				col.Name = string(v)
-				return err
+				return s.text(c, &col.Name)
 			case "type":
 				v, err := s.typeName(c)
 				col.Type = string(v)
@@ -344,6 +336,13 @@ func (s *scanner) literal(word string) error {
 	}
 	s.i += len(word)
 	return nil
+}
+
+// text reads a JSON string into dst.
+func (s *scanner) text(c *Change, dst *string) error {
+	v, err := s.str(c)
+	*dst = string(v)
+	return err
 }
 
 // str reads a JSON string. Strings without escapes are returned as slices

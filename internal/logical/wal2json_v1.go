@@ -33,9 +33,7 @@ func DecodeV1Chunk(data []byte, c *Change) error {
 		s := scanner{data: header}
 		return wrapV1(s.object(func(key []byte) error {
 			if string(key) == "timestamp" {
-				v, err := s.str(c)
-				c.Timestamp = string(v)
-				return err
+				return s.text(c, &c.Timestamp)
 			}
 			return s.skip()
 		}))
@@ -71,13 +69,9 @@ func DecodeV1Chunk(data []byte, c *Change) error {
 				return fmt.Errorf("unknown kind %q", v)
 			}
 		case "schema":
-			v, err := s.str(c)
-			c.Schema = string(v)
-			return err
+			return s.text(c, &c.Schema)
 		case "table":
-			v, err := s.str(c)
-			c.Table = string(v)
-			return err
+			return s.text(c, &c.Table)
 		case "columnnames":
 			return s.strings(c, &names)
 		case "columntypes":
