@@ -12,7 +12,7 @@ import (
 )
 
 // Commands lists the runner's subcommands.
-func Commands() []string { return []string{"run", "reset", "jobs", "logs"} }
+func Commands() []string { return []string{"run", "reset", "jobs", "logs", "report"} }
 
 // Main runs a runner subcommand and returns the exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock func() time.Time) int {
@@ -20,7 +20,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		clock = time.Now
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres run|reset|jobs|logs --integration FILE [--store DIR]")
+		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres run|reset|jobs|logs|report --integration FILE [--store DIR]")
 		return 2
 	}
 	fs := flag.NewFlagSet("tap-postgres "+args[0], flag.ContinueOnError)
@@ -29,6 +29,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	storeDir := fs.String("store", "tap-postgres-runs", "directory for committed state, job history and extraction logs")
 	stream := fs.String("stream", "", "reset: the tap_stream_id to copy again")
 	jobID := fs.Int("job", 0, "logs: the job (default: the last)")
+	asJSON := fs.Bool("json", false, "report: JSON instead of tables")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -66,6 +67,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			return 1
 		}
 		printJobs(stdout, jobs)
+	case "report":
+		jobs, err := store.Jobs()
+		if err != nil {
+			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			return 1
+		}
+		if err := Report(jobs, clock()).Print(stdout, *asJSON); err != nil {
+			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			return 1
+		}
 	case "logs":
 		jobs, err := store.Jobs()
 		if err != nil || len(jobs) == 0 {

@@ -98,6 +98,20 @@ func runJob(ctx context.Context, in *Integration, store *Store, clock func() tim
 	for stream, n := range dest.rows {
 		job.Rows[stream] = n
 	}
+	// Keyed like the rows, by the stream name the messages carry.
+	job.Bookmarks = map[string]json.RawMessage{}
+	for _, st := range catalog.Streams {
+		b := committed.Bookmarks[st.TapStreamID]
+		if b == nil || len(b.ReplicationKeyValue) == 0 {
+			continue
+		}
+		name := st.Stream
+		if in.config.IncludeSchemasInDestinationStreamName {
+			schemaName, _ := st.TableMeta().String(singer.MetaSchemaName)
+			name = schemaName + "_" + name
+		}
+		job.Bookmarks[name] = b.ReplicationKeyValue
+	}
 	return errors.Join(syncErr, closeErr)
 }
 

@@ -184,6 +184,23 @@ destination:
 	if code != 0 || strings.Count(stdout, "succeeded") != 3 {
 		t.Fatalf("jobs:\n%s", stdout)
 	}
+	code, report, _ := run("report")
+	if code != 0 || !strings.Contains(report, "Bookmark Unavailable") || !strings.Contains(report, `"2024-03-01T00:00:00+00:00"`) ||
+		!strings.Contains(report, "ROWS IN THE LAST 24 H") {
+		t.Fatalf("report:\n%s", report)
+	}
+	code, reportJSON, _ := run("report", "--json")
+	var parsed struct {
+		Loads   []map[string]any `json:"loads"`
+		Last24h map[string]int64 `json:"rows_last_24h"`
+	}
+	if err := json.Unmarshal([]byte(reportJSON), &parsed); err != nil || code != 0 {
+		t.Fatalf("report --json: %v\n%s", err, reportJSON)
+	}
+	// inc_t: 30, then the tie at the bookmark and the new row, then the tie again.
+	if parsed.Last24h["full_t"] != 60 || parsed.Last24h["inc_t"] != 33 || parsed.Last24h["log_t"] != 12 {
+		t.Fatalf("rows in the last 24 h: %v", parsed.Last24h)
+	}
 	code, logText, _ := run("logs")
 	line := regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}Z (main|tap|target) - (INFO|WARNING|ERROR|CRITICAL) `)
 	for _, l := range strings.Split(strings.TrimSpace(logText), "\n") {

@@ -103,6 +103,9 @@ type JobRecord struct {
 	Status   string           `json:"status"`
 	Error    string           `json:"error,omitempty"`
 	Rows     map[string]int64 `json:"rows"`
+	// Bookmarks are INCREMENTAL streams' replication key values after the
+	// job, by stream name; other streams have none to show.
+	Bookmarks map[string]json.RawMessage `json:"bookmarks,omitempty"`
 }
 
 func (s *Store) jobsPath() string { return filepath.Join(s.dir, "jobs.jsonl") }

@@ -1,0 +1,81 @@
+package runner
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+	"time"
+)
+
+// TableLoad is one table's line of a loading report.
+type TableLoad struct {
+	Job      int       `json:"job"`
+	Finished time.Time `json:"finished"`
+	Stream   string    `json:"stream"`
+	Rows     int64     `json:"rows"`
+	Duration string    `json:"duration"`
+	Bookmark string    `json:"bookmark"`
+	Status   string    `json:"status"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// LoadingReport lists per job and table what was loaded, and per table the
+// rows loaded in the 24 hours before now.
+type LoadingReport struct {
+	Loads     []TableLoad      `json:"loads"`
+	Last24h   map[string]int64 `json:"rows_last_24h"`
+	Generated time.Time        `json:"generated"`
+}
+
+// noBookmark is what Stitch shows for full-table and log-based tables.
+const noBookmark = "Bookmark Unavailable"
+
+// Report builds the loading report from the job history.
+func Report(jobs []JobRecord, now time.Time) LoadingReport {
+	r := LoadingReport{Last24h: map[string]int64{}, Generated: now.UTC()}
+	for _, j := range jobs {
+		streams := make([]string, 0, len(j.Rows))
+		for s := range j.Rows {
+			streams = append(streams, s)
+		}
+		slices.Sort(streams)
+		for _, s := range streams {
+			bookmark := noBookmark
+			if v, ok := j.Bookmarks[s]; ok {
+				bookmark = string(v)
+			}
+			r.Loads = append(r.Loads, TableLoad{Job: j.ID, Finished: j.Finished, Stream: s, Rows: j.Rows[s],
+				Duration: j.Finished.Sub(j.Started).Round(time.Millisecond).String(), Bookmark: bookmark, Status: j.Status, Error: j.Error})
+			if now.Sub(j.Finished) <= 24*time.Hour {
+				r.Last24h[s] += j.Rows[s]
+			}
+		}
+	}
+	return r
+}
+
+// Print writes the report as terminal tables, or JSON for scripts.
+func (r LoadingReport) Print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tFINISHED\tTABLE\tROWS\tDURATION\tMAX BOOKMARK\tSTATUS\tERROR")
+	for _, l := range r.Loads {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", l.Job, l.Finished.Format(time.RFC3339), l.Stream, l.Rows, l.Duration, l.Bookmark, l.Status, l.Error)
+	}
+	fmt.Fprintln(tw, "\nTABLE\tROWS IN THE LAST 24 H")
+	tables := make([]string, 0, len(r.Last24h))
+	for t := range r.Last24h {
+		tables = append(tables, t)
+	}
+	slices.Sort(tables)
+	for _, t := range tables {
+		fmt.Fprintf(tw, "%s\t%d\n", t, r.Last24h[t])
+	}
+	return tw.Flush()
+}
