@@ -7,12 +7,22 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tap-postgres/tap-postgres/internal/logging"
 )
 
 // Commands lists the runner's subcommands.
-func Commands() []string { return []string{"run", "reset", "jobs", "logs", "report"} }
+func Commands() []string { return []string{"run", "serve", "reset", "jobs", "logs", "report"} }
+
+// integrationFlags collects repeated --integration flags.
+type integrationFlags []string
+
+func (f *integrationFlags) String() string     { return strings.Join(*f, ",") }
+func (f *integrationFlags) Set(v string) error { *f = append(*f, v); return nil }
 
 // Main runs a runner subcommand and returns the exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock func() time.Time) int {
@@ -20,12 +30,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		clock = time.Now
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres run|reset|jobs|logs|report --integration FILE [--store DIR]")
+		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres run|serve|reset|jobs|logs|report --integration FILE [--store DIR]")
 		return 2
 	}
 	fs := flag.NewFlagSet("tap-postgres "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	integration := fs.String("integration", "", "integration file (YAML)")
+	var integrations integrationFlags
+	fs.Var(&integrations, "integration", "integration file (YAML); serve takes several")
 	storeDir := fs.String("store", "tap-postgres-runs", "directory for committed state, job history and extraction logs")
 	stream := fs.String("stream", "", "reset: the tap_stream_id to copy again")
 	jobID := fs.Int("job", 0, "logs: the job (default: the last)")
@@ -33,11 +44,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	if *integration == "" {
-		fmt.Fprintln(stderr, "CRITICAL usage: --integration is required")
+	if len(integrations) == 0 || args[0] != "serve" && len(integrations) > 1 {
+		fmt.Fprintln(stderr, "CRITICAL usage: --integration is required (once; serve takes several)")
 		return 2
 	}
-	in, err := LoadIntegration(*integration)
+	if args[0] == "serve" {
+		return serveCommand(ctx, integrations, *storeDir, stderr)
+	}
+	in, err := LoadIntegration(integrations[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
 		return 1
@@ -96,6 +110,34 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	default:
 		fmt.Fprintf(stderr, "CRITICAL usage: unknown command %q\n", args[0])
 		return 2
+	}
+	return 0
+}
+
+// serveCommand runs every integration on its schedule until SIGINT/SIGTERM.
+func serveCommand(ctx context.Context, paths []string, storeDir string, stderr io.Writer) int {
+	var ins []*Integration
+	for _, p := range paths {
+		in, err := LoadIntegration(p)
+		if err != nil {
+			fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+			return 1
+		}
+		ins = append(ins, in)
+	}
+	var mu sync.Mutex
+	log := logging.NewExtraction(stderr, &mu, "main", time.Now)
+	err := Serve(ctx, ins, systemClock{}, log, func(ctx context.Context, in *Integration) error {
+		store, err := OpenStore(storeDir, in.DestinationSchema())
+		if err != nil {
+			return err
+		}
+		_, err = RunJob(ctx, in, store, time.Now, stderr)
+		return err
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+		return 1
 	}
 	return 0
 }

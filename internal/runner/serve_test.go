@@ -1,0 +1,143 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tap-postgres/tap-postgres/internal/logging"
+	"github.com/tap-postgres/tap-postgres/internal/schedule"
+)
+
+// fakeClock moves only when the test says so.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []waiter
+}
+
+type waiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
+	return ch
+}
+
+// advance moves the clock and wakes whoever waited up to then.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var keep []waiter
+	for _, w := range c.waiters {
+		if !w.at.After(c.now) {
+			w.ch <- c.now
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	c.waiters = keep
+	c.mu.Unlock()
+}
+
+// waitFor polls until cond holds (the scheduler runs in goroutines).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestServeAnchoredScheduleSkipsBusyTicks runs an anchored hourly schedule
+// on an injected clock: jobs start at anchor + k hours, a tick that finds the
+// previous job running is skipped and logged, and cancelling waits for the
+// running job.
+func TestServeAnchoredScheduleSkipsBusyTicks(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2024, 6, 1, 10, 7, 0, 0, time.UTC)}
+	in := &Integration{Name: "hourly", Schedule: schedule.Spec{Frequency: "1h", Anchor: "2024-01-01T00:15:00Z"}}
+	var mu sync.Mutex
+	var starts []time.Time
+	release := make(chan struct{})
+	finished := 0
+	run := func(ctx context.Context, _ *Integration) error {
+		mu.Lock()
+		starts = append(starts, clock.Now())
+		n := len(starts)
+		mu.Unlock()
+		if n == 2 {
+			<-release // the second job runs long
+		}
+		mu.Lock()
+		finished++
+		mu.Unlock()
+		return nil
+	}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	log := logging.NewExtraction(&logs, &logMu, "main", clock.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- Serve(ctx, []*Integration{in}, clock, log, run) }()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(starts) }
+	waiting := func(n int) func() bool {
+		return func() bool { clock.mu.Lock(); defer clock.mu.Unlock(); return len(clock.waiters) >= n }
+	}
+
+	waitFor(t, "the scheduler to wait", waiting(1))
+	clock.advance(8 * time.Minute) // 10:15
+	waitFor(t, "the first job", func() bool { return count() == 1 })
+	waitFor(t, "the scheduler to wait again", waiting(1))
+	clock.advance(time.Hour) // 11:15: second job, runs long
+	waitFor(t, "the second job", func() bool { return count() == 2 })
+	waitFor(t, "the scheduler to wait again", waiting(1))
+	clock.advance(time.Hour) // 12:15: skipped
+	waitFor(t, "the skip to be logged", func() bool {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Contains(logs.String(), "the job due at 2024-06-01T12:15:00Z is skipped")
+	})
+	close(release)
+	waitFor(t, "the second job to end", func() bool { mu.Lock(); defer mu.Unlock(); return finished == 2 })
+	waitFor(t, "the scheduler to wait again", waiting(1))
+	clock.advance(time.Hour) // 13:15
+	waitFor(t, "the third job", func() bool { return count() == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"2024-06-01T10:15:00Z", "2024-06-01T11:15:00Z", "2024-06-01T13:15:00Z"}
+	for i, w := range want {
+		if got := starts[i].Format(time.RFC3339); got != w {
+			t.Fatalf("job %d started at %s, want %s", i+1, got, w)
+		}
+	}
+}
+
+func TestServeNeedsSchedules(t *testing.T) {
+	err := Serve(context.Background(), []*Integration{{Name: "none"}}, &fakeClock{}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), `integration "none" has no schedule`) {
+		t.Fatalf("error = %v", err)
+	}
+}
