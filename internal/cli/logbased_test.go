@@ -76,7 +76,8 @@ func bookmarkLSN(t *testing.T, state map[string]any, id string) uint64 {
 	return v
 }
 
-func slotConfirmed(t *testing.T, db, slot string) uint64 {
+// slotColumn reads one column of the slot's pg_replication_slots row as text.
+func slotColumn(t *testing.T, db, slot, expr string) string {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pg.ConnString(db))
@@ -85,10 +86,15 @@ func slotConfirmed(t *testing.T, db, slot string) uint64 {
 	}
 	defer conn.Close(ctx)
 	var text string
-	if err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&text); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT ("+expr+")::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&text); err != nil {
 		t.Fatal(err)
 	}
-	lsn, err := pglogrepl.ParseLSN(text)
+	return text
+}
+
+func slotConfirmed(t *testing.T, db, slot string) uint64 {
+	t.Helper()
+	lsn, err := pglogrepl.ParseLSN(slotColumn(t, db, slot, "confirmed_flush_lsn"))
 	if err != nil {
 		t.Fatal(err)
 	}

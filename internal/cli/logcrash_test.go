@@ -303,14 +303,8 @@ func lcLastStateOf(msgs []map[string]any) map[string]any {
 // slotActivePID is the slot's active_pid, 0 when no process holds it.
 func slotActivePID(t *testing.T, db, slot string) int {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pg.ConnString(db))
+	pid, err := strconv.Atoi(slotColumn(t, db, slot, "coalesce(active_pid, 0)"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var pid int
-	if err := conn.QueryRow(ctx, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
 	return pid

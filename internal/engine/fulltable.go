@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
@@ -284,15 +285,20 @@ func (r *recordWriter) write(values [][]byte) {
 
 func (r *recordWriter) warn(i int, issue types.Issue) {
 	r.warned[i] |= issue
-	col := r.columns[i].Name
+	warnValueIssue(r.e.log, r.p.id, r.columns[i], issue)
+}
+
+// warnValueIssue logs what formatting a column's values had to repair; the
+// copy and the log path both call it, once per column and issue.
+func warnValueIssue(log *slog.Logger, stream string, col *discovery.Column, issue types.Issue) {
 	if issue&types.IssueClamped != 0 {
-		r.e.log.Warn(fmt.Sprintf("stream %s column %q: a date/time outside years 1..9999 (or ±infinity) was clamped to the nearest representable value", r.p.id, col))
+		log.Warn(fmt.Sprintf("stream %s column %q: a date/time outside years 1..9999 (or ±infinity) was clamped to the nearest representable value", stream, col.Name))
 	}
 	if issue&types.IssueInvalidUTF8 != 0 {
-		r.e.log.Warn(fmt.Sprintf("stream %s column %q: invalid UTF-8 was replaced with U+FFFD", r.p.id, col))
+		log.Warn(fmt.Sprintf("stream %s column %q: invalid UTF-8 was replaced with U+FFFD", stream, col.Name))
 	}
 	if issue&types.IssueMalformed != 0 {
-		r.e.log.Warn(fmt.Sprintf("stream %s column %q: a value of type %s had an unexpected text form and was sent as a string", r.p.id, col, r.columns[i].SQLType))
+		log.Warn(fmt.Sprintf("stream %s column %q: a value of type %s had an unexpected text form and was sent as a string", stream, col.Name, col.SQLType))
 	}
 }
 

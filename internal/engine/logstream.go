@@ -210,26 +210,25 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 // transactions; format 1 (kept for compatibility) sends one document per
 // transaction, read here chunk by chunk.
 func pluginArgs(format int, addTables string) ([]string, func([]byte, *logical.Change) error) {
-	if format == 1 {
-		return []string{
-			logical.PluginArg("format-version", "1"),
-			logical.PluginArg("write-in-chunks", "true"),
-			logical.PluginArg("include-timestamp", "true"),
-			// Type names: wal2json's format 1 can print them as invalid
-			// JSON (quoted identifiers); the OIDs identify the types.
-			logical.PluginArg("include-types", "false"),
-			logical.PluginArg("include-type-oids", "true"),
-			logical.PluginArg("add-tables", addTables),
-		}, logical.DecodeV1Chunk
-	}
-	return []string{
-		logical.PluginArg("format-version", "2"),
-		logical.PluginArg("include-transaction", "true"),
+	args := []string{
 		logical.PluginArg("include-timestamp", "true"),
-		logical.PluginArg("include-types", "true"),
 		logical.PluginArg("include-type-oids", "true"),
 		logical.PluginArg("add-tables", addTables),
-	}, logical.DecodeV2
+	}
+	if format == 1 {
+		// Type names are left out: wal2json's format 1 can print them as
+		// invalid JSON (quoted identifiers); the OIDs identify the types.
+		return append(args,
+			logical.PluginArg("format-version", "1"),
+			logical.PluginArg("write-in-chunks", "true"),
+			logical.PluginArg("include-types", "false"),
+		), logical.DecodeV1Chunk
+	}
+	return append(args,
+		logical.PluginArg("format-version", "2"),
+		logical.PluginArg("include-transaction", "true"),
+		logical.PluginArg("include-types", "true"),
+	), logical.DecodeV2
 }
 
 // partitionsOf lists the partitions (at any depth) of a partitioned table.
@@ -867,9 +866,9 @@ func (r *logRun) emitValues(ls *logStream, vals []*logical.Column, at logical.LS
 		}
 		var issue types.Issue
 		buf, issue = ls.p.columns[i].Type.AppendJSON(buf, v.Value)
-		if issue&^ls.warned[i] != 0 {
-			ls.warned[i] |= issue
-			r.e.log.Warn(fmt.Sprintf("stream %s column %q: a value had to be repaired (issue %d)", ls.p.id, ls.p.columns[i].Name, issue))
+		if fresh := issue &^ ls.warned[i]; fresh != 0 {
+			ls.warned[i] |= fresh
+			warnValueIssue(r.e.log, ls.p.id, ls.p.columns[i], fresh)
 		}
 	}
 	n := len(ls.p.columns)
