@@ -49,8 +49,21 @@ type Selection struct {
 
 // DestinationSpec says where jobs load.
 type DestinationSpec struct {
+	// Type is postgres, jsonl or singer.
 	Type string `yaml:"type"`
+	// Path is the jsonl destination's directory.
 	Path string `yaml:"path"`
+	// DSN names the postgres destination's database (`${VAR}` read from
+	// the environment); tables go to the schema named after the integration.
+	DSN string `yaml:"dsn"`
+	// Command is the singer target's program and arguments.
+	Command []string `yaml:"command"`
+	// BatchRows and BatchSeconds bound what postgres and jsonl hold before
+	// loading and committing (defaults 50000 rows, 60 s).
+	BatchRows    int `yaml:"batch_rows"`
+	BatchSeconds int `yaml:"batch_seconds"`
+
+	dsn string
 }
 
 // LoadIntegration reads and checks an integration file; every problem is
@@ -79,7 +92,7 @@ func (in *Integration) validate() error {
 	}
 	conn, err := expandEnv(in.Connection)
 	if err != nil {
-		problems = append(problems, err)
+		problems = append(problems, fmt.Errorf("connection: %w", err))
 	}
 	if in.DefaultReplicationMethod != "" {
 		conn["default_replication_method"] = in.DefaultReplicationMethod
@@ -127,17 +140,39 @@ func (in *Integration) validate() error {
 			problems = append(problems, err)
 		}
 	}
-	switch in.Destination.Type {
+	problems = append(problems, in.Destination.validate()...)
+	return errors.Join(problems...)
+}
+
+func (d *DestinationSpec) validate() []error {
+	var problems []error
+	switch d.Type {
+	case "postgres":
+		if d.DSN == "" {
+			problems = append(problems, errors.New("destination: postgres needs a dsn"))
+		}
+		expanded, err := expandEnv(map[string]any{"dsn": d.DSN})
+		if err != nil {
+			problems = append(problems, fmt.Errorf("destination: %w", err))
+		}
+		d.dsn, _ = expanded["dsn"].(string)
 	case "jsonl":
-		if in.Destination.Path == "" {
+		if d.Path == "" {
 			problems = append(problems, errors.New("destination: jsonl needs a path"))
 		}
+	case "singer":
+		if len(d.Command) == 0 {
+			problems = append(problems, errors.New("destination: singer needs a command (the target's program and arguments)"))
+		}
 	case "":
-		problems = append(problems, errors.New(`destination: "type" is required (jsonl)`))
+		problems = append(problems, errors.New(`destination: "type" is required (postgres, jsonl or singer)`))
 	default:
-		problems = append(problems, fmt.Errorf("destination: type %q is not supported yet (jsonl)", in.Destination.Type))
+		problems = append(problems, fmt.Errorf("destination: type %q is not postgres, jsonl or singer", d.Type))
 	}
-	return errors.Join(problems...)
+	if d.BatchRows < 0 || d.BatchSeconds < 0 {
+		problems = append(problems, errors.New("destination: batch_rows and batch_seconds cannot be negative"))
+	}
+	return problems
 }
 
 // expandEnv replaces ${VAR} in string values; an unset variable is an error
@@ -156,7 +191,7 @@ func expandEnv(conn map[string]any) (map[string]any, error) {
 			name := envReference.FindStringSubmatch(ref)[1]
 			val, set := os.LookupEnv(name)
 			if !set {
-				problems = append(problems, fmt.Errorf("connection key %q: environment variable %s is not set", k, name))
+				problems = append(problems, fmt.Errorf("key %q: environment variable %s is not set", k, name))
 			}
 			return val
 		})

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tap-postgres/tap-postgres/internal/destination"
 	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/logging"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
@@ -78,24 +79,31 @@ func runJob(ctx context.Context, in *Integration, store *Store, clock func() tim
 		return err
 	}
 	committed := state.Clone()
-	dest, err := newJSONLDestination(in.Destination.Path, func(value json.RawMessage) error {
-		next, err := singer.ParseState(value)
-		if err != nil {
-			return fmt.Errorf("state from the tap: %w", err)
-		}
-		logBookmarkChanges(targetLog, committed, next)
-		if err := store.CommitState(value); err != nil {
-			return err
-		}
-		committed = next
-		return nil
-	})
+	opts := destination.Options{
+		Commit: func(value json.RawMessage) error {
+			next, err := singer.ParseState(value)
+			if err != nil {
+				return fmt.Errorf("state from the destination: %w", err)
+			}
+			logBookmarkChanges(targetLog, committed, next)
+			if err := store.CommitState(value); err != nil {
+				return err
+			}
+			committed = next
+			return nil
+		},
+		Clock:         clock,
+		Log:           targetLog,
+		BatchRows:     in.Destination.BatchRows,
+		BatchInterval: time.Duration(in.Destination.BatchSeconds) * time.Second,
+	}
+	dest, err := in.openDestination(ctx, opts)
 	if err != nil {
 		return err
 	}
 	syncErr := eng.Sync(ctx, catalog, state, singer.NewWriter(dest))
 	closeErr := dest.Close()
-	for stream, n := range dest.rows {
+	for stream, n := range dest.Rows() {
 		job.Rows[stream] = n
 	}
 	// Keyed like the rows, by the stream name the messages carry.
@@ -145,5 +153,16 @@ func logBookmarkChanges(log *slog.Logger, before, after *singer.State) {
 				log.Info(fmt.Sprintf("State update: adding bookmarks.%s.%s = %s", id, k, fields[k]))
 			}
 		}
+	}
+}
+
+func (in *Integration) openDestination(ctx context.Context, opts destination.Options) (destination.Destination, error) {
+	switch d := in.Destination; d.Type {
+	case "postgres":
+		return destination.OpenPostgres(ctx, d.dsn, in.DestinationSchema(), opts)
+	case "singer":
+		return destination.OpenSingerTarget(d.Command, opts)
+	default:
+		return destination.OpenJSONL(d.Path, opts)
 	}
 }

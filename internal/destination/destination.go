@@ -1,0 +1,169 @@
+// Package destination loads a job's Singer messages (SPEC §7): into
+// PostgreSQL, into JSON-lines files, or through any Singer target command.
+// Each destination hands a STATE to Commit only once everything the state
+// covers is durable there, so a committed state never outruns the data.
+package destination
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+)
+
+// Destination takes the tap's messages, one JSON object per line, in any
+// chunking. Close makes everything durable and commits the last state.
+type Destination interface {
+	io.Writer
+	Close() error
+	// Rows is the number of records received per stream.
+	Rows() map[string]int64
+}
+
+// Options are what every destination is given by the job.
+type Options struct {
+	// Commit makes a state the committed one. It is called from one
+	// goroutine at a time, in order.
+	Commit func(state json.RawMessage) error
+	Clock  func() time.Time
+	// Log is the extraction log's `target` source.
+	Log *slog.Logger
+	// OnRecord sees each record's stream as it arrives (progress).
+	OnRecord func(stream string)
+	// BatchRows and BatchInterval bound how much a batching destination
+	// holds before it loads and commits: at the first STATE after either.
+	BatchRows     int
+	BatchInterval time.Duration
+}
+
+// message is one Singer message; line is its raw text, valid only while
+// the message is handled.
+type message struct {
+	Type          string          `json:"type"`
+	Stream        string          `json:"stream"`
+	Record        json.RawMessage `json:"record"`
+	Schema        json.RawMessage `json:"schema"`
+	KeyProperties []string        `json:"key_properties"`
+	Version       *int64          `json:"version"`
+	TimeExtracted string          `json:"time_extracted"`
+	Value         json.RawMessage `json:"value"`
+	line          []byte
+}
+
+// loader is a destination that loads message by message and makes its
+// work durable on flush.
+type loader interface {
+	schema(m *message) error
+	record(m *message) error
+	activateVersion(m *message) error
+	// flush makes everything loaded so far durable.
+	flush() error
+	close() error
+}
+
+// batching turns a loader into a Destination: it splits lines, counts
+// records, and at a STATE flushes and commits once enough is held.
+type batching struct {
+	opts      Options
+	load      loader
+	pending   []byte
+	state     json.RawMessage
+	held      int
+	lastFlush time.Time
+	rows      map[string]int64
+	// failed: a message could not be loaded, so no later state may be
+	// committed by this job.
+	failed bool
+}
+
+func newBatching(l loader, opts Options) *batching {
+	if opts.BatchRows <= 0 {
+		opts.BatchRows = 50000
+	}
+	if opts.BatchInterval <= 0 {
+		opts.BatchInterval = time.Minute
+	}
+	return &batching{opts: opts, load: l, rows: map[string]int64{}, lastFlush: opts.Clock()}
+}
+
+func (b *batching) Rows() map[string]int64 { return b.rows }
+
+func (b *batching) Write(p []byte) (int, error) {
+	b.pending = append(b.pending, p...)
+	start := 0
+	for {
+		i := bytes.IndexByte(b.pending[start:], '\n')
+		if i < 0 {
+			break
+		}
+		if err := b.line(b.pending[start : start+i]); err != nil {
+			b.failed = true
+			return 0, err
+		}
+		start += i + 1
+	}
+	b.pending = append(b.pending[:0], b.pending[start:]...)
+	return len(p), nil
+}
+
+func (b *batching) line(line []byte) error {
+	if len(bytes.TrimSpace(line)) == 0 {
+		return nil
+	}
+	var m message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return fmt.Errorf("a message is not JSON: %w", err)
+	}
+	m.line = line
+	switch m.Type {
+	case "STATE":
+		b.state = append(b.state[:0], m.Value...)
+		if b.held >= b.opts.BatchRows || b.opts.Clock().Sub(b.lastFlush) >= b.opts.BatchInterval {
+			return b.flushAndCommit()
+		}
+		return nil
+	case "SCHEMA":
+		return b.load.schema(&m)
+	case "RECORD":
+		b.rows[m.Stream]++
+		b.held++
+		if b.opts.OnRecord != nil {
+			b.opts.OnRecord(m.Stream)
+		}
+		return b.load.record(&m)
+	case "ACTIVATE_VERSION":
+		return b.load.activateVersion(&m)
+	}
+	return nil
+}
+
+func (b *batching) flushAndCommit() error {
+	if err := b.load.flush(); err != nil {
+		return err
+	}
+	b.held = 0
+	b.lastFlush = b.opts.Clock()
+	if b.state == nil {
+		return nil
+	}
+	state := b.state
+	b.state = nil
+	return b.opts.Commit(state)
+}
+
+// Close loads what is held and commits the last state, also after the tap
+// failed: a STATE covers exactly the messages before it. Records after the
+// last STATE are loaded but not covered; the next job sends them again.
+// After a load error nothing more is committed.
+func (b *batching) Close() error {
+	var err error
+	if !b.failed {
+		err = b.flushAndCommit()
+	}
+	if cerr := b.load.close(); err == nil {
+		err = cerr
+	}
+	return err
+}

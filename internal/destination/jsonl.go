@@ -1,0 +1,104 @@
+package destination
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// jsonlLoader appends each stream's messages to its own JSON-lines file and
+// makes the files durable (fsync, directory included) on flush.
+type jsonlLoader struct {
+	dir   string
+	files map[string]*streamFile
+}
+
+type streamFile struct {
+	f *os.File
+	w *bufio.Writer
+}
+
+// OpenJSONL loads into one `<stream>.jsonl` file per stream under dir.
+func OpenJSONL(dir string, opts Options) (Destination, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("jsonl destination: %w", err)
+	}
+	return newBatching(&jsonlLoader{dir: dir, files: map[string]*streamFile{}}, opts), nil
+}
+
+func (d *jsonlLoader) schema(m *message) error          { return d.append(m) }
+func (d *jsonlLoader) record(m *message) error          { return d.append(m) }
+func (d *jsonlLoader) activateVersion(m *message) error { return d.append(m) }
+
+func (d *jsonlLoader) append(m *message) error {
+	f, err := d.file(m.Stream)
+	if err != nil {
+		return err
+	}
+	if _, err := f.w.Write(m.line); err != nil {
+		return fmt.Errorf("jsonl destination %s: %w", m.Stream, err)
+	}
+	return f.w.WriteByte('\n')
+}
+
+// file opens a stream's file; stream names become file names safely.
+func (d *jsonlLoader) file(stream string) (*streamFile, error) {
+	if f := d.files[stream]; f != nil {
+		return f, nil
+	}
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == 0 || r == '\\' {
+			return '_'
+		}
+		return r
+	}, stream)
+	f, err := os.OpenFile(filepath.Join(d.dir, name+".jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("jsonl destination: %w", err)
+	}
+	// The new file's directory entry must be durable before a state that
+	// covers its lines is committed.
+	if err := syncDir(d.dir); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("jsonl destination: %w", err)
+	}
+	sf := &streamFile{f: f, w: bufio.NewWriterSize(f, 1<<20)}
+	d.files[stream] = sf
+	return sf, nil
+}
+
+func (d *jsonlLoader) flush() error {
+	for stream, f := range d.files {
+		if err := f.w.Flush(); err != nil {
+			return fmt.Errorf("jsonl destination %s: %w", stream, err)
+		}
+		if err := f.f.Sync(); err != nil {
+			return fmt.Errorf("jsonl destination %s: %w", stream, err)
+		}
+	}
+	return nil
+}
+
+func (d *jsonlLoader) close() error {
+	var err error
+	for _, f := range d.files {
+		if ferr := f.w.Flush(); err == nil {
+			err = ferr
+		}
+		if cerr := f.f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,292 @@
+package destination_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tap-postgres/tap-postgres/internal/destination"
+	"github.com/tap-postgres/tap-postgres/internal/localpg"
+	"github.com/tap-postgres/tap-postgres/internal/testpg"
+)
+
+var pg *localpg.Cluster
+
+func TestMain(m *testing.M) { os.Exit(testpg.Run(m, &pg)) }
+
+func fixedClock() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC) }
+
+// postgresDest opens a postgres destination into schema of a fresh
+// database and records the states it commits.
+func postgresDest(t *testing.T, db, schema string, batchRows int, commits *[]string) destination.Destination {
+	t.Helper()
+	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), schema, destination.Options{
+		Commit: func(s json.RawMessage) error {
+			*commits = append(*commits, string(s))
+			return nil
+		},
+		Clock:     fixedClock,
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		BatchRows: batchRows,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func send(t *testing.T, d destination.Destination, lines ...string) error {
+	t.Helper()
+	for i, l := range lines {
+		lines[i] = strings.NewReplacer("\n\t", "", "\n", "").Replace(l)
+	}
+	_, err := d.Write([]byte(strings.Join(lines, "\n") + "\n"))
+	return err
+}
+
+func query(t *testing.T, db, sql string) string {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), pg.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var out *string
+	if err := conn.QueryRow(context.Background(), sql).Scan(&out); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	if out == nil {
+		return "<null>"
+	}
+	return *out
+}
+
+const ordersSchema = `{"type":"SCHEMA","stream":"Orders","schema":{"type":"object","properties":{
+	"id":{"type":["integer"],"minimum":-2147483648,"maximum":2147483647},
+	"Total Amount":{"type":["null","number"]},
+	"note":{"type":["null","string"]},
+	"tags":{"type":["null","array"],"items":{"$ref":"#/definitions/sdc_recursive_string_array"}},
+	"placed_at":{"type":["null","string"],"format":"date-time"},
+	"paid":{"type":["null","boolean"]},
+	"_sdc_deleted_at":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`
+
+// TestPostgresUpsertDeleteVersions: records upsert by key through the
+// staging table, absent properties keep their stored values, deletes are
+// soft, ACTIVATE_VERSION removes older versions, values arrive exactly.
+func TestPostgresUpsertDeleteVersions(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d := postgresDest(t, db, "aurora_prod", 1000, &commits)
+	err := send(t, d, ordersSchema,
+		`{"type":"ACTIVATE_VERSION","stream":"Orders","version":100}`,
+		`{"type":"RECORD","stream":"Orders","record":{"id":1,"Total Amount":12345678901234567890.123456789,"note":"tab\there\nline \\ back 'quote' ☃","tags":["a","b"],"placed_at":"2024-06-01T12:00:00.123456+00:00","paid":true,"_sdc_deleted_at":null},"version":100,"time_extracted":"2026-11-24T11:00:00.000000Z"}`,
+		`{"type":"RECORD","stream":"Orders","record":{"id":2,"Total Amount":1e-7,"note":null,"tags":null,"placed_at":null,"paid":false,"_sdc_deleted_at":null},"version":100,"time_extracted":"2026-11-24T11:00:00.000000Z"}`,
+		`{"type":"RECORD","stream":"Orders","record":{"id":3,"Total Amount":3,"note":"three","tags":[],"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":100,"time_extracted":"2026-11-24T11:00:00.000000Z"}`,
+		`{"type":"STATE","value":{"bookmarks":{"a":{"version":100}}}}`,
+		// Same key twice in one batch: the last wins.
+		`{"type":"RECORD","stream":"Orders","record":{"id":2,"Total Amount":2,"note":"first","tags":null,"placed_at":null,"paid":false,"_sdc_deleted_at":null},"version":100}`,
+		`{"type":"RECORD","stream":"Orders","record":{"id":2,"Total Amount":2.50,"note":"second","tags":null,"placed_at":null,"paid":false,"_sdc_deleted_at":null},"version":100}`,
+		// A delete carries only the key: the other columns keep their values.
+		`{"type":"RECORD","stream":"Orders","record":{"id":1,"_sdc_deleted_at":"2026-11-24T11:30:00.000000+00:00"},"version":100}`,
+		`{"type":"STATE","value":{"bookmarks":{"a":{"version":100,"lsn":7}}}}`,
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(commits) != 1 || !strings.Contains(commits[0], `"lsn":7`) {
+		t.Fatalf("commits: %v (want only the last state, after loading)", commits)
+	}
+	got := query(t, db, `SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s', id, "total_amount", note, tags, placed_at, paid,
+		_sdc_deleted_at, _sdc_table_version, _sdc_extracted_at), E'\n' ORDER BY id) FROM aurora_prod.orders`)
+	want := strings.Join([]string{
+		"1|12345678901234567890.123456789|tab\there\nline \\ back 'quote' ☃|[\"a\", \"b\"]|2024-06-01 12:00:00.123456+00|t|2026-11-24 11:30:00+00|100|",
+		"2|2.50|second|||f||100|",
+		"3|3|three|[]||||100|2026-11-24 11:00:00+00",
+	}, "\n")
+	// SET TimeZone is the database default (UTC in the test cluster).
+	if got != want {
+		t.Fatalf("loaded rows:\n%s\nwant:\n%s", got, want)
+	}
+	if bat := query(t, db, `SELECT min(_sdc_batched_at)::text FROM aurora_prod.orders`); bat != "2026-11-24 12:00:00+00" {
+		t.Fatalf("_sdc_batched_at = %s", bat)
+	}
+	if types := query(t, db, `SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute
+		WHERE attrelid = 'aurora_prod.orders'::regclass AND attnum > 0`); types != "id bigint, total_amount numeric, note text, tags jsonb, placed_at timestamp with time zone, paid boolean, _sdc_deleted_at timestamp with time zone, _sdc_extracted_at timestamp with time zone, _sdc_batched_at timestamp with time zone, _sdc_table_version bigint" {
+		t.Fatalf("columns: %s", types)
+	}
+
+	// A new version: a leading ACTIVATE_VERSION, some rows, a trailing one.
+	commits = nil
+	d = postgresDest(t, db, "aurora_prod", 1000, &commits)
+	err = send(t, d, ordersSchema,
+		`{"type":"RECORD","stream":"Orders","record":{"id":3,"Total Amount":33,"note":"three again","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":200}`,
+		`{"type":"RECORD","stream":"Orders","record":{"id":4,"Total Amount":4,"note":"four","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":200}`,
+		`{"type":"ACTIVATE_VERSION","stream":"Orders","version":200}`,
+		`{"type":"STATE","value":{"bookmarks":{"a":{"version":200}}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, `SELECT string_agg(id || ':' || note || ':' || _sdc_table_version, ',' ORDER BY id) FROM aurora_prod.orders`); got != "3:three again:200,4:four:200" {
+		t.Fatalf("after version 200: %s", got)
+	}
+}
+
+// TestPostgresWideningAndKeyless: new properties become columns, a type
+// that no longer fits widens, a table without key appends every record.
+func TestPostgresWideningAndKeyless(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d := postgresDest(t, db, "s", 1000, &commits)
+	err := send(t, d,
+		`{"type":"SCHEMA","stream":"events","schema":{"type":"object","properties":{"n":{"type":["null","integer"],"minimum":-9223372036854775808,"maximum":9223372036854775807},"kind":{"type":["null","string"]}}},"key_properties":[]}`,
+		`{"type":"RECORD","stream":"events","record":{"n":1,"kind":"a"}}`,
+		`{"type":"RECORD","stream":"events","record":{"n":1,"kind":"a"}}`,
+		`{"type":"STATE","value":{"x":1}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = postgresDest(t, db, "s", 1000, &commits)
+	err = send(t, d,
+		`{"type":"SCHEMA","stream":"events","schema":{"type":"object","properties":{"n":{"type":["null","number"]},"kind":{"type":["null","integer"]},"extra":{"type":["null","object"],"properties":{}}}},"key_properties":[]}`,
+		`{"type":"RECORD","stream":"events","record":{"n":1.5,"kind":7,"extra":{"k":"v"}}}`,
+		`{"type":"STATE","value":{"x":2}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, `SELECT string_agg(format('%s|%s|%s', n, kind, extra), ',' ORDER BY n, kind) FROM s.events`); got != `1|a|,1|a|,1.5|7|{"k": "v"}` {
+		t.Fatalf("rows: %s", got)
+	}
+	if types := query(t, db, `SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute
+		WHERE attrelid = 's.events'::regclass AND attnum > 0 AND attname NOT LIKE '\_sdc%'`); types != "n numeric, kind text, extra jsonb" {
+		t.Fatalf("columns after widening: %s", types)
+	}
+	if strings.Join(commits, ",") != `{"x":1},{"x":2}` {
+		t.Fatalf("commits: %v", commits)
+	}
+}
+
+// TestPostgresNameCollisionsAndBadRecords: names are made safe, and names
+// that collide, keys that change and records that do not fit are errors that
+// commit nothing.
+func TestPostgresNameCollisionsAndBadRecords(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	schemaOf := func(stream, props, keys string) string {
+		return fmt.Sprintf(`{"type":"SCHEMA","stream":%q,"schema":{"type":"object","properties":{%s}},"key_properties":[%s]}`, stream, props, keys)
+	}
+	intProp := func(name string) string { return fmt.Sprintf(`%q:{"type":["integer"],"minimum":0,"maximum":10}`, name) }
+	cases := []struct {
+		name  string
+		lines []string
+		want  string
+	}{
+		{"two streams, one table", []string{schemaOf("My-Table", intProp("id"), `"id"`), schemaOf("my table", intProp("id"), `"id"`)},
+			`streams "My-Table" and "my table" both load into table "s"."my_table"`},
+		{"two properties, one column", []string{schemaOf("t", intProp("A b")+","+intProp("a_b"), "")},
+			`properties "A b" and "a_b" both load into column "a_b"`},
+		{"key property missing from the schema", []string{schemaOf("t", intProp("id"), `"nope"`)}, `key property "nope" is not in its SCHEMA`},
+		{"record before schema", []string{`{"type":"RECORD","stream":"zz","record":{"id":1}}`}, "RECORD before its SCHEMA"},
+		{"property the schema lacks", []string{schemaOf("t2", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t2","record":{"id":1,"x":2}}`},
+			`a record has property "x", which its SCHEMA lacks`},
+		{"null key", []string{schemaOf("t3", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t3","record":{"id":null}}`}, `key property "id" is null`},
+		{"value of the wrong type", []string{schemaOf("t4", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t4","record":{"id":"x"}}`}, "invalid input syntax"},
+		{"not JSON", []string{`{"type":"RECORD",`}, "a message is not JSON"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var commits []string
+			d := postgresDest(t, db, "s", 1000, &commits)
+			err := send(t, d, append(c.lines, fmt.Sprintf(`{"type":"STATE","value":{"case":%d}}`, i))...)
+			if err == nil {
+				err = d.Close()
+			} else {
+				d.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+			if len(commits) != 0 {
+				t.Fatalf("a state was committed after a failed load: %v", commits)
+			}
+		})
+	}
+	if got := query(t, db, `SELECT count(*)::text FROM pg_tables WHERE schemaname = 's'`); got != "0" {
+		t.Fatalf("failed loads left %s tables", got)
+	}
+
+	// A table of the same name made by someone else, and a key change.
+	testpg.Exec(t, pg, db, `CREATE TABLE s.theirs (id int)`)
+	var commits []string
+	d := postgresDest(t, db, "s", 1000, &commits)
+	err := send(t, d, schemaOf("Theirs", intProp("id"), `"id"`), `{"type":"STATE","value":{}}`)
+	if err == nil {
+		err = d.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), `which holds something other than tap-postgres`) {
+		t.Fatalf("error %v", err)
+	}
+	d = postgresDest(t, db, "s", 1000, &commits)
+	if err := send(t, d, schemaOf("k", intProp("a")+","+intProp("b"), `"a"`), `{"type":"STATE","value":{}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = postgresDest(t, db, "s", 1000, &commits)
+	err = send(t, d, schemaOf("k", intProp("a")+","+intProp("b"), `"a","b"`), `{"type":"STATE","value":{}}`)
+	if err == nil {
+		err = d.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "key changed from (a) to (a, b)") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+// TestPostgresCommitsAfterLoading: a state is committed only when the rows
+// before it are visible to another session, at most batch_rows apart.
+func TestPostgresCommitsAfterLoading(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var visible []string
+	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "s", destination.Options{
+		Commit: func(s json.RawMessage) error {
+			visible = append(visible, string(s)+"="+query(t, db, "SELECT count(*)::text FROM s.t"))
+			return nil
+		},
+		Clock: fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BatchRows: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := []string{`{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":100}}},"key_properties":["id"]}`}
+	for i := 1; i <= 7; i++ {
+		lines = append(lines, fmt.Sprintf(`{"type":"RECORD","stream":"t","record":{"id":%d}}`, i), fmt.Sprintf(`{"type":"STATE","value":{"n":%d}}`, i))
+	}
+	if err := send(t, d, lines...); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(visible, " "); got != `{"n":3}=3 {"n":6}=6 {"n":7}=7` {
+		t.Fatalf("commits and the rows visible at each: %s", got)
+	}
+}
