@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -56,11 +55,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
 		return 1
 	}
-	store, err := OpenStore(*storeDir, in.DestinationSchema())
+	store, err := OpenStore(ctx, *storeDir, in.StoreKey())
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %v\n", err)
 		return 1
 	}
+	defer store.Close()
 	switch args[0] {
 	case "run":
 		job, err := RunJob(ctx, in, store, clock, stderr)
@@ -69,7 +69,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		}
 		printJobs(stdout, []JobRecord{job})
 	case "reset":
-		if err := Reset(store, *stream); err != nil {
+		if err := Reset(ctx, store, *stream); err != nil {
 			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
 			return 1
 		}
@@ -101,9 +101,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		if id == 0 {
 			id = jobs[len(jobs)-1].ID
 		}
-		data, err := os.ReadFile(store.LogPath(id))
+		data, err := store.ReadLog(id)
 		if err != nil {
-			fmt.Fprintf(stderr, "CRITICAL no extraction log for job %d\n", id)
+			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
 			return 1
 		}
 		_, _ = stdout.Write(data)
@@ -128,10 +128,11 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 	var mu sync.Mutex
 	log := logging.NewExtraction(stderr, &mu, "main", time.Now)
 	err := Serve(ctx, ins, systemClock{}, log, func(ctx context.Context, in *Integration) error {
-		store, err := OpenStore(storeDir, in.DestinationSchema())
+		store, err := OpenStore(ctx, storeDir, in.StoreKey())
 		if err != nil {
 			return err
 		}
+		defer store.Close()
 		_, err = RunJob(ctx, in, store, time.Now, stderr)
 		return err
 	})
@@ -145,11 +146,11 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 // Reset clears one stream's bookmark in the committed state, so that the
 // next job copies it again in a new version (the destination then drops the
 // old version's rows) — the same mechanism a changed method uses.
-func Reset(store *Store, stream string) error {
+func Reset(ctx context.Context, store Store, stream string) error {
 	if stream == "" {
 		return fmt.Errorf("reset: --stream is required")
 	}
-	unlock, err := store.Lock()
+	unlock, err := store.Lock(ctx)
 	if err != nil {
 		return err
 	}

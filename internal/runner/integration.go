@@ -22,6 +22,9 @@ import (
 // Integration is one integration file.
 type Integration struct {
 	Name string `yaml:"name"`
+	// ID keys the integration's store; by default the destination schema
+	// name. Set it to have a rename refused rather than start afresh.
+	ID string `yaml:"id"`
 	// Connection holds the tap's config keys; `${VAR}` in a value is read
 	// from the environment, so secrets need not sit in the file.
 	Connection               map[string]any  `yaml:"connection"`
@@ -89,6 +92,9 @@ func (in *Integration) validate() error {
 	var problems []error
 	if strings.TrimSpace(in.Name) == "" {
 		problems = append(problems, errors.New(`"name" is required`))
+	}
+	if in.ID != "" && !regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`).MatchString(in.ID) {
+		problems = append(problems, fmt.Errorf(`"id" %q may hold only letters, digits, "_" and "-"`, in.ID))
 	}
 	conn, err := expandEnv(in.Connection)
 	if err != nil {
@@ -197,6 +203,14 @@ func expandEnv(conn map[string]any) (map[string]any, error) {
 		})
 	}
 	return out, errors.Join(problems...)
+}
+
+// StoreKey names the integration's state, history and logs in the store.
+func (in *Integration) StoreKey() string {
+	if in.ID != "" {
+		return in.ID
+	}
+	return in.DestinationSchema()
 }
 
 // DestinationSchema is the name Stitch derives from the integration name:

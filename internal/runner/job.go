@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"sync"
 	"time"
@@ -24,8 +23,8 @@ import (
 // each durable load. A crash anywhere repeats work on the next job but loses
 // none, and the slot acknowledgement is always a position the destination
 // holds, since the tap is given the committed state.
-func RunJob(ctx context.Context, in *Integration, store *Store, clock func() time.Time, stderr io.Writer) (JobRecord, error) {
-	unlock, err := store.Lock()
+func RunJob(ctx context.Context, in *Integration, store Store, clock func() time.Time, stderr io.Writer) (JobRecord, error) {
+	unlock, err := store.Lock(ctx)
 	if err != nil {
 		return JobRecord{}, err
 	}
@@ -35,9 +34,9 @@ func RunJob(ctx context.Context, in *Integration, store *Store, clock func() tim
 		return JobRecord{}, err
 	}
 	job := JobRecord{ID: id, Started: clock().UTC(), Rows: map[string]int64{}}
-	logFile, err := os.Create(store.LogPath(job.ID))
+	logFile, err := store.CreateLog(job.ID)
 	if err != nil {
-		return job, fmt.Errorf("extraction log: %w", err)
+		return job, err
 	}
 	defer logFile.Close()
 	var mu sync.Mutex
@@ -64,7 +63,10 @@ func RunJob(ctx context.Context, in *Integration, store *Store, clock func() tim
 	return job, nil
 }
 
-func runJob(ctx context.Context, in *Integration, store *Store, clock func() time.Time, tapLog, targetLog *slog.Logger, job *JobRecord) error {
+func runJob(ctx context.Context, in *Integration, store Store, clock func() time.Time, tapLog, targetLog *slog.Logger, job *JobRecord) error {
+	if err := checkNaming(in, store); err != nil {
+		return err
+	}
 	eng := engine.New(in.config, tapLog, clock)
 	defer eng.Close()
 	catalog, err := eng.Discover(ctx)
@@ -165,4 +167,25 @@ func (in *Integration) openDestination(ctx context.Context, opts destination.Opt
 	default:
 		return destination.OpenJSONL(d.Path, opts)
 	}
+}
+
+// checkNaming refuses a job whose destination names would differ from the
+// ones earlier jobs loaded into, as Stitch does; the first job records them.
+func checkNaming(in *Integration, store Store) error {
+	now := Naming{Name: in.Name, IncludeSchemasInDestinationStreamName: in.config.IncludeSchemasInDestinationStreamName}
+	ran, err := store.Naming()
+	if err != nil {
+		return err
+	}
+	if ran == nil {
+		return store.SaveNaming(now)
+	}
+	var problems []error
+	if ran.Name != now.Name {
+		problems = append(problems, fmt.Errorf("the integration name cannot change once it has run: it ran as %q, the file says %q (the destination schema is named after it); create a new integration instead", ran.Name, now.Name))
+	}
+	if ran.IncludeSchemasInDestinationStreamName != now.IncludeSchemasInDestinationStreamName {
+		problems = append(problems, fmt.Errorf("include_schemas_in_destination_stream_name cannot change once the integration has run (it ran with %t): destination table names would change; create a new integration instead", ran.IncludeSchemasInDestinationStreamName))
+	}
+	return errors.Join(problems...)
 }

@@ -2,9 +2,11 @@ package runner
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,25 +16,60 @@ import (
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
-// Store keeps one integration's committed state, job history and extraction
-// logs in a directory on local disk.
-type Store struct {
+// Store keeps one integration's committed state, job history, extraction
+// logs and naming settings.
+type Store interface {
+	// Lock takes the integration's job lock; it is released by unlock or
+	// when the holder dies, never left stale.
+	Lock(ctx context.Context) (unlock func(), err error)
+	// State is the last committed state (empty before the first job).
+	State() (*singer.State, error)
+	// CommitState replaces the committed state atomically and durably.
+	CommitState(state json.RawMessage) error
+	// NextJobID numbers a new job.
+	NextJobID() (int, error)
+	AppendJob(j JobRecord) error
+	// Jobs is the job history, oldest first.
+	Jobs() ([]JobRecord, error)
+	CreateLog(id int) (io.WriteCloser, error)
+	ReadLog(id int) ([]byte, error)
+	// Naming is what the first job ran with; nil before it.
+	Naming() (*Naming, error)
+	SaveNaming(n Naming) error
+	Close() error
+}
+
+// Naming is what shapes destination names: it cannot change once the
+// integration has run (SPEC §7).
+type Naming struct {
+	Name                                  string `json:"name"`
+	IncludeSchemasInDestinationStreamName bool   `json:"include_schemas_in_destination_stream_name"`
+}
+
+// OpenStore opens the integration's store at location: a directory on
+// local disk.
+func OpenStore(ctx context.Context, location, integration string) (Store, error) {
+	return openDirStore(location, integration)
+}
+
+// dirStore keeps the store in a directory on local disk.
+type dirStore struct {
 	dir string
 }
 
-// OpenStore opens (creating) the integration's directory under root.
-func OpenStore(root, integration string) (*Store, error) {
+func openDirStore(root, integration string) (*dirStore, error) {
 	dir := filepath.Join(root, integration)
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return &Store{dir: dir}, nil
+	return &dirStore{dir: dir}, nil
 }
 
-// Lock takes the integration's job lock. The lock is the kernel's (flock on
-// an open file), so it goes away with the process that held it: a crashed
-// job never leaves a stale lock behind.
-func (s *Store) Lock() (unlock func(), err error) {
+func (s *dirStore) Close() error { return nil }
+
+// Lock is the kernel's (flock on an open file), so it goes away with the
+// process that held it.
+func (s *dirStore) Lock(context.Context) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("job lock: %w", err)
@@ -47,10 +84,9 @@ func (s *Store) Lock() (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-func (s *Store) statePath() string { return filepath.Join(s.dir, "state.json") }
+func (s *dirStore) statePath() string { return filepath.Join(s.dir, "state.json") }
 
-// State is the last committed state (empty before the first job).
-func (s *Store) State() (*singer.State, error) {
+func (s *dirStore) State() (*singer.State, error) {
 	data, err := os.ReadFile(s.statePath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return singer.NewState(), nil
@@ -61,29 +97,36 @@ func (s *Store) State() (*singer.State, error) {
 	return singer.ParseState(data)
 }
 
-// CommitState replaces the committed state atomically and durably: a crash
+// CommitState writes a new file and renames it over the old: a crash
 // leaves either the old state or the new one.
-func (s *Store) CommitState(state json.RawMessage) error {
-	tmp := s.statePath() + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
+func (s *dirStore) CommitState(state json.RawMessage) error {
+	if err := writeFileAtomic(s.dir, s.statePath(), state); err != nil {
 		return fmt.Errorf("commit state: %w", err)
 	}
-	if _, err := f.Write(state); err != nil {
+	return nil
+}
+
+func writeFileAtomic(dir, path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return fmt.Errorf("commit state: %w", err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("commit state: %w", err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("commit state: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp, s.statePath()); err != nil {
-		return fmt.Errorf("commit state: %w", err)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
 	}
-	return syncDir(s.dir)
+	return syncDir(dir)
 }
 
 func syncDir(dir string) error {
@@ -108,10 +151,9 @@ type JobRecord struct {
 	Bookmarks map[string]json.RawMessage `json:"bookmarks,omitempty"`
 }
 
-func (s *Store) jobsPath() string { return filepath.Join(s.dir, "jobs.jsonl") }
+func (s *dirStore) jobsPath() string { return filepath.Join(s.dir, "jobs.jsonl") }
 
-// Jobs lists the job history, oldest first.
-func (s *Store) Jobs() ([]JobRecord, error) {
+func (s *dirStore) Jobs() ([]JobRecord, error) {
 	f, err := os.Open(s.jobsPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -134,7 +176,7 @@ func (s *Store) Jobs() ([]JobRecord, error) {
 
 // NextJobID is one past the highest job number seen in the history or the
 // logs, so that a job that crashed before it was recorded keeps its log.
-func (s *Store) NextJobID() (int, error) {
+func (s *dirStore) NextJobID() (int, error) {
 	jobs, err := s.Jobs()
 	if err != nil {
 		return 0, err
@@ -157,7 +199,7 @@ func (s *Store) NextJobID() (int, error) {
 }
 
 // AppendJob records a finished job.
-func (s *Store) AppendJob(j JobRecord) error {
+func (s *dirStore) AppendJob(j JobRecord) error {
 	f, err := os.OpenFile(s.jobsPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return fmt.Errorf("record job: %w", err)
@@ -174,7 +216,47 @@ func (s *Store) AppendJob(j JobRecord) error {
 	return f.Close()
 }
 
-// LogPath is where job id's extraction log is kept.
-func (s *Store) LogPath(id int) string {
+func (s *dirStore) logPath(id int) string {
 	return filepath.Join(s.dir, "logs", fmt.Sprintf("job-%06d.log", id))
+}
+
+func (s *dirStore) CreateLog(id int) (io.WriteCloser, error) {
+	f, err := os.Create(s.logPath(id))
+	if err != nil {
+		return nil, fmt.Errorf("extraction log: %w", err)
+	}
+	return f, nil
+}
+
+func (s *dirStore) ReadLog(id int) ([]byte, error) {
+	data, err := os.ReadFile(s.logPath(id))
+	if err != nil {
+		return nil, fmt.Errorf("no extraction log for job %d", id)
+	}
+	return data, nil
+}
+
+func (s *dirStore) namingPath() string { return filepath.Join(s.dir, "naming.json") }
+
+func (s *dirStore) Naming() (*Naming, error) {
+	data, err := os.ReadFile(s.namingPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read naming settings: %w", err)
+	}
+	var n Naming
+	if err := json.Unmarshal(data, &n); err != nil {
+		return nil, fmt.Errorf("read naming settings %s: %w", s.namingPath(), err)
+	}
+	return &n, nil
+}
+
+func (s *dirStore) SaveNaming(n Naming) error {
+	data, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.dir, s.namingPath(), data)
 }
