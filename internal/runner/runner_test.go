@@ -20,7 +20,12 @@ import (
 
 var pg *localpg.Cluster
 
-func TestMain(m *testing.M) { os.Exit(testpg.Run(m, &pg)) }
+func TestMain(m *testing.M) {
+	if code, ran := childMain(); ran {
+		os.Exit(code)
+	}
+	os.Exit(testpg.Run(m, &pg))
+}
 
 func writeIntegration(t *testing.T, body string) string {
 	t.Helper()

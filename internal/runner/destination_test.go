@@ -1,0 +1,309 @@
+package runner_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tap-postgres/tap-postgres/internal/runner"
+	"github.com/tap-postgres/tap-postgres/internal/testpg"
+)
+
+// The test binary doubles as a Singer target and as the runner in a child
+// process, chosen by these variables.
+const (
+	envFakeTarget = "RUNNER_TEST_FAKE_TARGET"
+	envRunnerArgs = "RUNNER_TEST_RUNNER_ARGS"
+)
+
+// childMain runs the test binary's other roles; it reports whether it did.
+func childMain() (int, bool) {
+	if out := os.Getenv(envFakeTarget); out != "" {
+		return fakeTarget(out), true
+	}
+	if args := os.Getenv(envRunnerArgs); args != "" {
+		var list []string
+		if err := json.Unmarshal([]byte(args), &list); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2, true
+		}
+		return runner.Main(context.Background(), list, os.Stdout, os.Stderr, nil), true
+	}
+	return 0, false
+}
+
+// fakeTarget is a minimal Singer target: it appends records to a file, and
+// at each STATE makes the file durable and prints the state, as Singer
+// targets do. With FAIL_AFTER=n it dies at its n-th record.
+func fakeTarget(path string) int {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "fake target ready")
+	var failAfter int
+	fmt.Sscan(os.Getenv("FAIL_AFTER"), &failAfter)
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	records := 0
+	for sc.Scan() {
+		var m struct {
+			Type   string          `json:"type"`
+			Record json.RawMessage `json:"record"`
+			Value  json.RawMessage `json:"value"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		switch m.Type {
+		case "RECORD":
+			records++
+			if records == failAfter {
+				fmt.Fprintln(os.Stderr, "fake target failing on purpose")
+				return 3
+			}
+			f.Write(append(m.Record, '\n'))
+		case "STATE":
+			f.Sync()
+			os.Stdout.Write(append(m.Value, '\n'))
+		}
+	}
+	return 0
+}
+
+func destinationQuery(t *testing.T, db, sql string) string {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), pg.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var out string
+	if err := conn.QueryRow(context.Background(), sql).Scan(&out); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return out
+}
+
+func runMain(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := runner.Main(context.Background(), args, &stdout, &stderr, nil)
+	return code, stdout.String() + stderr.String()
+}
+
+// TestJobsIntoPostgres: jobs load each method into a real PostgreSQL
+// destination; changes upsert, deletes are soft, a reset's new version
+// removes rows the source no longer has.
+func TestJobsIntoPostgres(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	dest := testpg.NewDatabase(t, pg)
+	slot := "s_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, `
+		CREATE TABLE "Full Table" (id integer PRIMARY KEY, v text); INSERT INTO "Full Table" SELECT g, 'f' || g FROM generate_series(1, 20) g;
+		CREATE TABLE inc_t (id integer PRIMARY KEY, updated_at timestamptz NOT NULL, amount numeric(30,10));
+		INSERT INTO inc_t SELECT g, timestamptz '2024-01-01' + g * interval '1 hour', 12345678901234567890.0123456789 FROM generate_series(1, 30) g;
+		CREATE TABLE log_t (id integer PRIMARY KEY, v text, big text); INSERT INTO log_t SELECT g, 'l' || g, repeat('x', 5000) FROM generate_series(1, 10) g;`)
+	newSlot(t, db, slot)
+	store := t.TempDir()
+	t.Setenv("RUNNER_TEST_DEST_DSN", pg.ConnString(dest))
+	integration := writeIntegration(t, "name: Prod DB\n"+connectionYAML(db)+fmt.Sprintf(`  slot_name: %s
+default_replication_method: FULL_TABLE
+tables:
+  - {schema: public, table: Full Table}
+  - {schema: public, table: inc_t, replication_method: INCREMENTAL, replication_key: updated_at}
+  - {schema: public, table: log_t, replication_method: LOG_BASED}
+destination:
+  type: postgres
+  dsn: ${RUNNER_TEST_DEST_DSN}
+`, slot))
+	job := func() {
+		t.Helper()
+		if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+			t.Fatalf("job: exit %d\n%s", code, out)
+		}
+	}
+	job()
+	if got := destinationQuery(t, dest, `SELECT count(*) || '/' || sum(amount) FROM prod_db.inc_t`); got != "30/370370367037037036700.3703703670" {
+		t.Fatalf("inc_t: %s", got)
+	}
+	if got := destinationQuery(t, dest, `SELECT count(*)::text FROM prod_db.full_table`); got != "20" {
+		t.Fatalf("full_table: %s", got)
+	}
+
+	testpg.Exec(t, pg, db, `UPDATE log_t SET v = 'changed' WHERE id = 1; DELETE FROM log_t WHERE id = 2; INSERT INTO log_t VALUES (11, 'new', 'y');
+		INSERT INTO inc_t VALUES (31, '2024-03-01', 1); ALTER TABLE inc_t ADD COLUMN note text; UPDATE inc_t SET note = 'n', updated_at = '2024-04-01' WHERE id = 5;
+		DELETE FROM "Full Table" WHERE id > 15;`)
+	job()
+	// The update's unchanged TOAST value and the deleted row's columns keep
+	// their stored values; the delete is soft.
+	if got := destinationQuery(t, dest, `SELECT string_agg(format('%s:%s:%s:%s', id, v, length(big), _sdc_deleted_at IS NOT NULL), ',' ORDER BY id) FROM prod_db.log_t WHERE id IN (1, 2, 11)`); got != "1:changed:5000:f,2:l2:5000:t,11:new:1:f" {
+		t.Fatalf("log_t after changes: %s", got)
+	}
+	if got := destinationQuery(t, dest, `SELECT count(*) || '/' || count(note) || '/' || max(note) FROM prod_db.inc_t`); got != "31/1/n" {
+		t.Fatalf("inc_t after a new column: %s", got)
+	}
+	// Each FULL_TABLE job is a new version: rows gone from the source go.
+	if got := destinationQuery(t, dest, `SELECT count(*) || '/' || count(DISTINCT _sdc_table_version) FROM prod_db.full_table`); got != "15/1" {
+		t.Fatalf("full_table after a second job: %s", got)
+	}
+
+	// INCREMENTAL keeps rows deleted at the source, until a reset's new
+	// version replaces them.
+	testpg.Exec(t, pg, db, `DELETE FROM inc_t WHERE id > 20`)
+	job()
+	if got := destinationQuery(t, dest, `SELECT count(*)::text FROM prod_db.inc_t`); got != "31" {
+		t.Fatalf("inc_t after deletes at the source: %s", got)
+	}
+	if code, out := runMain(t, "reset", "--integration", integration, "--store", store, "--stream", db+"-public-inc_t"); code != 0 {
+		t.Fatalf("reset: %s", out)
+	}
+	job()
+	if got := destinationQuery(t, dest, `SELECT count(*) || '/' || count(DISTINCT _sdc_table_version) FROM prod_db.inc_t`); got != "20/1" {
+		t.Fatalf("inc_t after reset: %s (want the source's 20 rows, one version)", got)
+	}
+
+	// Renaming the integration onto the same store is refused.
+	renamed := writeIntegration(t, strings.Replace(mustRead(t, integration), "name: Prod DB", "name: prod db", 1))
+	if code, out := runMain(t, "run", "--integration", renamed, "--store", store); code != 1 || !strings.Contains(out, `the integration name cannot change once it has run: it ran as "Prod DB"`) {
+		t.Fatalf("renamed integration: exit %d\n%s", code, out)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// TestJobsIntoSingerTarget pipes a job into a Singer target command: what
+// gets committed is the state the target printed, its stderr is in the
+// extraction log, and a target that dies fails the job without committing
+// past what it printed.
+func TestJobsIntoSingerTarget(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 2500) g;`)
+	out := filepath.Join(t.TempDir(), "records.jsonl")
+	t.Setenv(envFakeTarget, out)
+	store := t.TempDir()
+	integration := writeIntegration(t, "name: piped\n"+connectionYAML(db)+fmt.Sprintf(`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: t}]
+destination: {type: singer, command: [%q, "-test.run=^$"]}
+`, os.Args[0]))
+
+	t.Setenv("FAIL_AFTER", "1500")
+	code, output := runMain(t, "run", "--integration", integration, "--store", store)
+	if code != 1 || !strings.Contains(output, "singer target") || !strings.Contains(output, "exit status 3") {
+		t.Fatalf("dying target: exit %d\n%s", code, output)
+	}
+	state := mustRead(t, filepath.Join(store, "piped", "state.json"))
+	if !strings.Contains(state, `"last_pk_fetched":{"id":"1000"}`) {
+		t.Fatalf("state after the target died at its 1500th record: %s (want the one it printed after 1000)", state)
+	}
+
+	t.Setenv("FAIL_AFTER", "")
+	code, output = runMain(t, "run", "--integration", integration, "--store", store)
+	if code != 0 {
+		t.Fatalf("job: exit %d\n%s", code, output)
+	}
+	records := strings.Count(mustRead(t, out), "\n")
+	// 1499 written before the failure, then the copy resumed after id 1000.
+	if records != 1499+1500 {
+		t.Fatalf("target received %d records", records)
+	}
+	state = mustRead(t, filepath.Join(store, "piped", "state.json"))
+	if strings.Contains(state, "last_pk_fetched") || !strings.Contains(state, `"version"`) {
+		t.Fatalf("state after a complete copy: %s", state)
+	}
+	code, logText := runMain(t, "logs", "--integration", integration, "--store", store)
+	if code != 0 || !strings.Contains(logText, "target - INFO fake target ready") || !strings.Contains(logText, "State update: adding bookmarks.") {
+		t.Fatalf("extraction log:\n%s", logText)
+	}
+}
+
+// TestCrashMidJob kills the runner (SIGKILL) in the middle of a job that
+// copies one table and streams another into PostgreSQL; the next job takes
+// the lock the dead one held and the destination ends equal to the source.
+func TestCrashMidJob(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	dest := testpg.NewDatabase(t, pg)
+	slot := "s_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, `CREATE TABLE big (id integer PRIMARY KEY, v text); INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 200000) g;
+		CREATE TABLE live (id integer PRIMARY KEY, n integer); INSERT INTO live SELECT g, 0 FROM generate_series(1, 100) g; ANALYZE;`)
+	newSlot(t, db, slot)
+	store := t.TempDir()
+	t.Setenv("RUNNER_TEST_DEST_DSN", pg.ConnString(dest))
+	integration := writeIntegration(t, "name: crashy\n"+connectionYAML(db)+fmt.Sprintf(`  slot_name: %s
+default_replication_method: LOG_BASED
+tables: [{schema: public, table: live}, {schema: public, table: big, replication_method: FULL_TABLE}]
+destination: {type: postgres, dsn: "${RUNNER_TEST_DEST_DSN}", batch_rows: 2000}
+`, slot))
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("first job: %s", out)
+	}
+	testpg.Exec(t, pg, db, `UPDATE live SET n = n + 1 WHERE id <= 50; DELETE FROM live WHERE id = 100; TRUNCATE big; INSERT INTO big SELECT g, 'second ' || g FROM generate_series(1, 200000) g;`)
+	if code, out := runMain(t, "reset", "--integration", integration, "--store", store, "--stream", db+"-public-big"); code != 0 {
+		t.Fatal(out)
+	}
+
+	args, _ := json.Marshal([]string{"run", "--integration", integration, "--store", store})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRunnerArgs+"="+string(args))
+	var childOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &childOut, &childOut
+	stateFile := filepath.Join(store, "crashy", "state.json")
+	before, _ := os.Stat(stateFile)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if now, err := os.Stat(stateFile); err == nil && now.ModTime().After(before.ModTime()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no state committed within a minute:\n%s", childOut.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	copied := destinationQuery(t, dest, `SELECT count(*)::text FROM crashy.big WHERE v LIKE 'second %'`)
+	if copied == "200000" {
+		t.Fatalf("the job finished before it was killed; the test proves nothing:\n%s", childOut.String())
+	}
+	t.Logf("killed with %s of 200000 rows of the second version loaded", copied)
+
+	testpg.Exec(t, pg, db, `UPDATE live SET n = n + 10 WHERE id > 90;`)
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("job after the crash: %s", out)
+	}
+	if got := destinationQuery(t, dest, `SELECT count(*) || '/' || count(*) FILTER (WHERE v LIKE 'second %') || '/' || count(DISTINCT _sdc_table_version) FROM crashy.big`); got != "200000/200000/1" {
+		t.Fatalf("big after the crash and a job: %s", got)
+	}
+	if got := destinationQuery(t, dest, `SELECT string_agg(format('%s:%s:%s', id, n, _sdc_deleted_at IS NOT NULL), ',' ORDER BY id) FROM crashy.live WHERE id IN (1, 50, 51, 91, 100)`); got != "1:1:f,50:1:f,51:0:f,91:10:f,100:0:t" {
+		t.Fatalf("live after the crash and a job: %s", got)
+	}
+}
