@@ -40,13 +40,25 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	}
 	defer logFile.Close()
 	var mu sync.Mutex
-	sinks := io.MultiWriter(logFile, stderr)
+	console := &consoleWriter{w: stderr}
+	var progress *jobProgress
+	if isTerminal(stderr) {
+		progress = newJobProgress(stderr, nil)
+		console.w = progress
+	}
+	sinks := io.MultiWriter(logFile, console)
 	mainLog := logging.NewExtraction(sinks, &mu, "main", clock)
 	tapLog := logging.NewExtraction(sinks, &mu, "tap", clock)
 	targetLog := logging.NewExtraction(sinks, &mu, "target", clock)
 
 	mainLog.Info(fmt.Sprintf("job %d of integration %q started", job.ID, in.Name))
-	err = runJob(ctx, in, store, clock, tapLog, targetLog, &job)
+	err = runJob(ctx, in, store, clock, tapLog, targetLog, progress, &job)
+	if progress != nil {
+		mu.Lock()
+		progress.finish()
+		console.w = stderr
+		mu.Unlock()
+	}
 	job.Finished = clock().UTC()
 	job.Status = "succeeded"
 	if err != nil {
@@ -63,7 +75,13 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	return job, nil
 }
 
-func runJob(ctx context.Context, in *Integration, store Store, clock func() time.Time, tapLog, targetLog *slog.Logger, job *JobRecord) error {
+// consoleWriter is where log lines go on stderr: through the progress bars
+// while they are drawn.
+type consoleWriter struct{ w io.Writer }
+
+func (c *consoleWriter) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+func runJob(ctx context.Context, in *Integration, store Store, clock func() time.Time, tapLog, targetLog *slog.Logger, progress *jobProgress, job *JobRecord) error {
 	if err := checkNaming(in, store); err != nil {
 		return err
 	}
@@ -99,6 +117,10 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		BatchRows:     in.Destination.BatchRows,
 		BatchInterval: time.Duration(in.Destination.BatchSeconds) * time.Second,
 	}
+	if progress != nil {
+		progress.totals = copyTotals(catalog, state, in.config.IncludeSchemasInDestinationStreamName)
+		opts.OnRecord = progress.record
+	}
 	dest, err := in.openDestination(ctx, opts)
 	if err != nil {
 		return err
@@ -115,12 +137,7 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		if b == nil || len(b.ReplicationKeyValue) == 0 {
 			continue
 		}
-		name := st.Stream
-		if in.config.IncludeSchemasInDestinationStreamName {
-			schemaName, _ := st.TableMeta().String(singer.MetaSchemaName)
-			name = schemaName + "_" + name
-		}
-		job.Bookmarks[name] = b.ReplicationKeyValue
+		job.Bookmarks[messageStream(st, in.config.IncludeSchemasInDestinationStreamName)] = b.ReplicationKeyValue
 	}
 	return errors.Join(syncErr, closeErr)
 }
@@ -188,4 +205,34 @@ func checkNaming(in *Integration, store Store) error {
 		problems = append(problems, fmt.Errorf("include_schemas_in_destination_stream_name cannot change once the integration has run (it ran with %t): destination table names would change; create a new integration instead", ran.IncludeSchemasInDestinationStreamName))
 	}
 	return errors.Join(problems...)
+}
+
+// messageStream is the stream name the tap's messages carry for st.
+func messageStream(st *singer.Stream, includeSchema bool) string {
+	if !includeSchema {
+		return st.Stream
+	}
+	schemaName, _ := st.TableMeta().String(singer.MetaSchemaName)
+	return schemaName + "_" + st.Stream
+}
+
+// copyTotals is the row-count of each selected stream this job copies
+// whole (FULL_TABLE, or a first or unfinished copy), by message stream
+// name; other streams' totals are unknown.
+func copyTotals(catalog *singer.Catalog, state *singer.State, includeSchema bool) map[string]int64 {
+	totals := map[string]int64{}
+	for _, st := range catalog.Streams {
+		meta := st.TableMeta()
+		if selected, _, _ := meta.Bool(singer.MetaSelected); !selected {
+			continue
+		}
+		method, _ := meta.String(singer.MetaReplicationMethod)
+		b := state.Bookmarks[st.TapStreamID]
+		copies := method == "FULL_TABLE" || b == nil || b.CopyInProgress || len(b.LastPKFetched) > 0 ||
+			method == "LOG_BASED" && b.LSN == 0 || method == "INCREMENTAL" && len(b.ReplicationKeyValue) == 0
+		if n, ok := meta.Int(singer.MetaRowCount); ok && copies {
+			totals[messageStream(st, includeSchema)] = int64(n)
+		}
+	}
+	return totals
 }

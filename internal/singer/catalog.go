@@ -213,6 +213,25 @@ func (m Meta) Strings(key string) ([]string, error) {
 	return nil, fmt.Errorf("%s must be a list of strings, not %s", m.where(key), describe(m.m[key]))
 }
 
+// Int is a whole-number entry, as discovery sets it or as JSON read it;
+// false when absent or not a whole number.
+func (m Meta) Int(key string) (int64, bool) {
+	switch v := m.m[key].(type) {
+	case int64:
+		return v, true
+	case int:
+		return int64(v), true
+	case float64:
+		if v == float64(int64(v)) {
+			return int64(v), true
+		}
+	case json.Number:
+		n, err := v.Int64()
+		return n, err == nil
+	}
+	return 0, false
+}
+
 func describe(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil || len(b) > 60 {
