@@ -46,9 +46,15 @@ type Naming struct {
 	IncludeSchemasInDestinationStreamName bool   `json:"include_schemas_in_destination_stream_name"`
 }
 
-// OpenStore opens the integration's store at location: a directory on
-// local disk.
+// OpenStore opens the integration's store at location: a PostgreSQL
+// database when location is a postgres:// or postgresql:// URL (tables in
+// schema DefaultStoreSchema, or in the schema named by a #fragment, created
+// when missing), so that jobs can run on several machines; otherwise a
+// directory on local disk.
 func OpenStore(ctx context.Context, location, integration string) (Store, error) {
+	if isPostgresLocation(location) {
+		return openPgStore(ctx, location, integration)
+	}
 	return openDirStore(location, integration)
 }
 
