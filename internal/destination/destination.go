@@ -38,18 +38,56 @@ type Options struct {
 	BatchInterval time.Duration
 }
 
-// message is one Singer message; line is its raw text, valid only while
-// the message is handled.
+// message is one Singer message. Its raw parts (line, Record,
+// TimeExtracted, Version) are valid only while the message is handled.
 type message struct {
 	Type          string          `json:"type"`
 	Stream        string          `json:"stream"`
 	Record        json.RawMessage `json:"record"`
 	Schema        json.RawMessage `json:"schema"`
 	KeyProperties []string        `json:"key_properties"`
-	Version       *int64          `json:"version"`
-	TimeExtracted string          `json:"time_extracted"`
+	// Version and TimeExtracted are kept as their JSON text (absent: nil).
+	Version       json.RawMessage `json:"version"`
+	TimeExtracted json.RawMessage `json:"time_extracted"`
 	Value         json.RawMessage `json:"value"`
 	line          []byte
+}
+
+// parseMessage reads a line. RECORD, nearly every line, is walked without
+// decoding its values; other messages are decoded whole. lastStream is
+// reused when the stream name repeats, saving an allocation per record.
+func parseMessage(line []byte, lastStream string) (message, error) {
+	m := message{line: line}
+	var typ, stream []byte
+	err := eachMember(line, func(key, value []byte) error {
+		switch string(key) {
+		case "type":
+			typ = value
+		case "stream":
+			stream = value
+		case "record":
+			m.Record = value
+		case "version":
+			m.Version = value
+		case "time_extracted":
+			m.TimeExtracted = value
+		}
+		return nil
+	})
+	if err != nil || string(typ) != `"RECORD"` {
+		m = message{line: line}
+		if err := json.Unmarshal(line, &m); err != nil {
+			return m, fmt.Errorf("a message is not JSON: %w", err)
+		}
+		return m, nil
+	}
+	m.Type = "RECORD"
+	if len(stream) > 2 && stream[0] == '"' && string(stream[1:len(stream)-1]) == lastStream && bytes.IndexByte(stream, '\\') < 0 {
+		m.Stream = lastStream
+	} else if err := json.Unmarshal(stream, &m.Stream); err != nil {
+		return m, fmt.Errorf("a RECORD's stream is not a string: %s", stream)
+	}
+	return m, nil
 }
 
 // loader is a destination that loads message by message and makes its
@@ -73,6 +111,8 @@ type batching struct {
 	held      int
 	lastFlush time.Time
 	rows      map[string]int64
+	// lastStream is the stream of the last record.
+	lastStream string
 	// failed: a message could not be loaded, so no later state may be
 	// committed by this job.
 	failed bool
@@ -112,11 +152,10 @@ func (b *batching) line(line []byte) error {
 	if len(bytes.TrimSpace(line)) == 0 {
 		return nil
 	}
-	var m message
-	if err := json.Unmarshal(line, &m); err != nil {
-		return fmt.Errorf("a message is not JSON: %w", err)
+	m, err := parseMessage(line, b.lastStream)
+	if err != nil {
+		return err
 	}
-	m.line = line
 	switch m.Type {
 	case "STATE":
 		b.state = append(b.state[:0], m.Value...)
@@ -127,6 +166,7 @@ func (b *batching) line(line []byte) error {
 	case "SCHEMA":
 		return b.load.schema(&m)
 	case "RECORD":
+		b.lastStream = m.Stream
 		b.rows[m.Stream]++
 		b.held++
 		if b.opts.OnRecord != nil {

@@ -50,6 +50,7 @@ type postgresLoader struct {
 	streamOfTable map[string]string
 	ops           []pgOp
 	copyBuf       bytes.Buffer
+	scratch       []byte
 }
 
 // pgTable is a stream's table as this job knows it.
@@ -74,11 +75,33 @@ type pgOp struct {
 	version *int64
 }
 
+// recordRun holds records as they arrived: each row is its properties'
+// raw JSON values, then its time_extracted and version, back to back in
+// values; ends marks where each value ends.
 type recordRun struct {
 	properties []string
-	rows       [][]json.RawMessage
-	extracted  []string
-	versions   []*int64
+	values     []byte
+	ends       []int
+}
+
+// width is the number of values a row holds.
+func (r *recordRun) width() int { return len(r.properties) + 2 }
+
+func (r *recordRun) rows() int { return len(r.ends) / r.width() }
+
+// value is row's k-th value (nil when absent).
+func (r *recordRun) value(row, k int) []byte {
+	i := row*r.width() + k
+	start := 0
+	if i > 0 {
+		start = r.ends[i-1]
+	}
+	return r.values[start:r.ends[i]]
+}
+
+func (r *recordRun) add(v []byte) {
+	r.values = append(r.values, v...)
+	r.ends = append(r.ends, len(r.values))
 }
 
 // OpenPostgres loads into schema (created when missing) of the database dsn
@@ -90,6 +113,7 @@ func OpenPostgres(ctx context.Context, dsn, schema string, opts Options) (Destin
 	}
 	// quoteLiteral relies on it; it has been the default since 9.1.
 	cfg.RuntimeParams["standard_conforming_strings"] = "on"
+	cfg.RuntimeParams["temp_buffers"] = "128MB"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres destination: connect: %w", err)
@@ -142,38 +166,60 @@ func (l *postgresLoader) schema(m *message) error {
 }
 
 func (l *postgresLoader) record(m *message) error {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(m.Record, &fields); err != nil || fields == nil {
+	var run *recordRun
+	if n := len(l.ops); n > 0 && l.ops[n-1].stream == m.Stream && l.ops[n-1].records != nil {
+		run = l.ops[n-1].records
+		if l.appendRow(run, m) == nil {
+			return nil
+		}
+	}
+	// A new run: the first record of the stream here, or one whose
+	// properties differ from the run before it.
+	run = &recordRun{}
+	err := eachMember(m.Record, func(key, _ []byte) error {
+		run.properties = append(run.properties, string(key))
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("stream %s: a RECORD's record is not a JSON object", m.Stream)
 	}
-	props := make([]string, 0, len(fields))
-	for p := range fields {
-		props = append(props, p)
+	l.ops = append(l.ops, pgOp{stream: m.Stream, records: run})
+	return l.appendRow(run, m)
+}
+
+var errOtherProperties = errors.New("a record's properties differ from the run's")
+
+// appendRow adds m to run if it has exactly the run's properties in the
+// same order; otherwise run is left as it was.
+func (l *postgresLoader) appendRow(run *recordRun, m *message) error {
+	values, ends := len(run.values), len(run.ends)
+	k := 0
+	err := eachMember(m.Record, func(key, value []byte) error {
+		if k >= len(run.properties) || string(key) != run.properties[k] {
+			return errOtherProperties
+		}
+		run.add(value)
+		k++
+		return nil
+	})
+	if err == nil && k != len(run.properties) {
+		err = errOtherProperties
 	}
-	slices.Sort(props)
-	var run *recordRun
-	if n := len(l.ops); n > 0 && l.ops[n-1].stream == m.Stream && l.ops[n-1].records != nil &&
-		slices.Equal(l.ops[n-1].records.properties, props) {
-		run = l.ops[n-1].records
-	} else {
-		run = &recordRun{properties: props}
-		l.ops = append(l.ops, pgOp{stream: m.Stream, records: run})
+	if err != nil {
+		run.values, run.ends = run.values[:values], run.ends[:ends]
+		return err
 	}
-	row := make([]json.RawMessage, len(props))
-	for i, p := range props {
-		row[i] = fields[p]
-	}
-	run.rows = append(run.rows, row)
-	run.extracted = append(run.extracted, m.TimeExtracted)
-	run.versions = append(run.versions, m.Version)
+	run.add(m.TimeExtracted)
+	run.add(m.Version)
 	return nil
 }
 
 func (l *postgresLoader) activateVersion(m *message) error {
-	if m.Version == nil {
-		return fmt.Errorf("stream %s: ACTIVATE_VERSION without a version", m.Stream)
+	version, err := strconv.ParseInt(string(m.Version), 10, 64)
+	if err != nil {
+		return fmt.Errorf("stream %s: ACTIVATE_VERSION without a whole-number version", m.Stream)
 	}
-	l.ops = append(l.ops, pgOp{stream: m.Stream, version: m.Version})
+	l.ops = append(l.ops, pgOp{stream: m.Stream, version: &version})
 	return nil
 }
 
@@ -439,34 +485,41 @@ func (l *postgresLoader) applyRecords(tx pgx.Tx, stream string, run *recordRun, 
 
 	buf := &l.copyBuf
 	buf.Reset()
+	n := len(run.properties)
 	for _, r := range rows {
-		for i, v := range run.rows[r] {
-			if slices.Contains(keyIndex, i) && isNull(v) {
+		for i := range n {
+			v := run.value(r, i)
+			if isNull(v) && slices.Contains(keyIndex, i) {
 				return fmt.Errorf("stream %s: a record's key property %q is null", stream, run.properties[i])
 			}
 			var err error
-			if err = appendCopyValue(buf, v, columns[i].typ); err != nil {
+			if l.scratch, err = appendCopyValue(buf, l.scratch, v, columns[i].typ); err != nil {
 				return fmt.Errorf("stream %s: property %q: %w", stream, run.properties[i], err)
 			}
 			buf.WriteByte('\t')
 		}
-		if run.extracted[r] == "" {
-			buf.WriteString(`\N`)
-		} else {
-			appendCopyText(buf, run.extracted[r])
+		var err error
+		if l.scratch, err = appendCopyValue(buf, l.scratch, run.value(r, n), typeTimestamptz); err != nil {
+			return fmt.Errorf("stream %s: time_extracted: %w", stream, err)
 		}
 		buf.WriteByte('\t')
 		buf.WriteString(batchedAt)
 		buf.WriteByte('\t')
-		if v := run.versions[r]; v == nil {
-			buf.WriteString(`\N`)
-		} else {
-			buf.WriteString(strconv.FormatInt(*v, 10))
+		if l.scratch, err = appendCopyValue(buf, l.scratch, run.value(r, n+1), typeBigint); err != nil {
+			return fmt.Errorf("stream %s: version: %w", stream, err)
 		}
 		buf.WriteByte('\n')
 	}
 	target := l.qualified(table.name)
-	if len(table.keys) == 0 {
+	// Into an empty table, keys unique within the batch, a merge is an
+	// append: a first load skips the staging table.
+	empty := len(table.keys) == 0
+	if !empty {
+		if err := tx.QueryRow(l.ctx, fmt.Sprintf("SELECT NOT EXISTS (SELECT FROM %s)", target)).Scan(&empty); err != nil {
+			return fmt.Errorf("stream %s: look into %s: %w", stream, target, err)
+		}
+	}
+	if empty {
 		if _, err := tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), fmt.Sprintf("COPY %s (%s) FROM STDIN", target, columnList)); err != nil {
 			return fmt.Errorf("stream %s: append to %s: %w", stream, target, err)
 		}
@@ -503,27 +556,28 @@ func (l *postgresLoader) applyRecords(tx pgx.Tx, stream string, run *recordRun, 
 // a key, only the last record of each key (ON CONFLICT cannot touch a row
 // twice in one statement).
 func lastPerKey(run *recordRun, keyIndex []int) []int {
-	all := make([]int, 0, len(run.rows))
+	all := make([]int, 0, run.rows())
 	if len(keyIndex) == 0 {
-		for i := range run.rows {
+		for i := range run.rows() {
 			all = append(all, i)
 		}
 		return all
 	}
-	last := make(map[string]int, len(run.rows))
-	var key []byte
-	for i, row := range run.rows {
+	keyOf := func(key []byte, row int) []byte {
 		key = key[:0]
 		for _, k := range keyIndex {
-			key = append(append(key, row[k]...), 0)
+			key = append(append(key, run.value(row, k)...), 0)
 		}
+		return key
+	}
+	last := make(map[string]int, run.rows())
+	var key []byte
+	for i := range run.rows() {
+		key = keyOf(key, i)
 		last[string(key)] = i
 	}
-	for i, row := range run.rows {
-		key = key[:0]
-		for _, k := range keyIndex {
-			key = append(append(key, row[k]...), 0)
-		}
+	for i := range run.rows() {
+		key = keyOf(key, i)
 		if last[string(key)] == i {
 			all = append(all, i)
 		}
@@ -655,42 +709,95 @@ func isNull(v json.RawMessage) bool { return len(v) == 0 || string(v) == "null" 
 
 // appendCopyValue writes a JSON value as a COPY text field of a column of
 // type typ: JSON itself for jsonb, a string's contents, other values as
-// written (numbers keep every digit).
-func appendCopyValue(buf *bytes.Buffer, v json.RawMessage, typ string) error {
+// written (numbers keep every digit). Absent or null is NULL. scratch is
+// reused for decoding strings and returned.
+func appendCopyValue(buf *bytes.Buffer, scratch, v []byte, typ string) ([]byte, error) {
 	switch {
 	case isNull(v):
 		buf.WriteString(`\N`)
-	case typ == typeJSONB || v[0] != '"':
-		appendCopyText(buf, string(v))
+	case v[0] == '"' && typ != typeJSONB:
+		var err error
+		if scratch, err = appendUnquoted(scratch[:0], v); err != nil {
+			return scratch, err
+		}
+		if bytes.IndexByte(scratch, 0) >= 0 {
+			return scratch, errors.New("PostgreSQL text cannot hold a NUL character")
+		}
+		appendCopyText(buf, scratch)
+	case v[0] == '{' || v[0] == '[' || v[0] == '"':
+		// jsonb checks what it is given; a text column would not.
+		if typ != typeJSONB && !json.Valid(v) {
+			return scratch, errBadJSON
+		}
+		appendCopyText(buf, v)
 	default:
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return err
+		if string(v) != "true" && string(v) != "false" && !validNumber(v) {
+			return scratch, fmt.Errorf("%.40s is not a JSON value", v)
 		}
-		if strings.IndexByte(s, 0) >= 0 {
-			return errors.New("PostgreSQL text cannot hold a NUL character")
-		}
-		appendCopyText(buf, s)
+		buf.Write(v)
 	}
-	return nil
+	return scratch, nil
+}
+
+// validNumber reports whether v is a JSON number.
+func validNumber(v []byte) bool {
+	i := 0
+	if i < len(v) && v[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		start := i
+		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+			i++
+		}
+		return i - start
+	}
+	switch n := digits(); {
+	case n == 0:
+		return false
+	case n > 1 && v[i-n] == '0':
+		return false
+	}
+	if i < len(v) && v[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
+		i++
+		if i < len(v) && (v[i] == '+' || v[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(v)
 }
 
 // appendCopyText escapes s for COPY's text format.
-func appendCopyText(buf *bytes.Buffer, s string) {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
+func appendCopyText(buf *bytes.Buffer, s []byte) {
+	start := 0
+	for i, c := range s {
+		var escaped string
+		switch c {
 		case '\\':
-			buf.WriteString(`\\`)
+			escaped = `\\`
 		case '\n':
-			buf.WriteString(`\n`)
+			escaped = `\n`
 		case '\r':
-			buf.WriteString(`\r`)
+			escaped = `\r`
 		case '\t':
-			buf.WriteString(`\t`)
+			escaped = `\t`
 		default:
-			buf.WriteByte(c)
+			continue
 		}
+		buf.Write(s[start:i])
+		buf.WriteString(escaped)
+		start = i + 1
 	}
+	buf.Write(s[start:])
 }
 
 // quoteLiteral quotes s as an SQL string literal (COMMENT takes no
