@@ -171,7 +171,7 @@ func appendUnquoted(dst, quoted []byte) ([]byte, error) {
 			i += 4
 			if utf16.IsSurrogate(r) {
 				low, ok := rune(0), false
-				if i+6 < len(s)+0 && s[i+1] == '\\' && s[i+2] == 'u' {
+				if i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
 					low, ok = hex4(s[i+3:])
 				}
 				if pair := utf16.DecodeRune(r, low); ok && pair != utf8.RuneError {

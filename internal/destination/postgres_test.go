@@ -210,6 +210,12 @@ func TestPostgresNameCollisionsAndBadRecords(t *testing.T) {
 		{"null key", []string{schemaOf("t3", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t3","record":{"id":null}}`}, `key property "id" is null`},
 		{"value of the wrong type", []string{schemaOf("t4", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t4","record":{"id":"x"}}`}, "invalid input syntax"},
 		{"not JSON", []string{`{"type":"RECORD",`}, "a message is not JSON"},
+		{"a value that is not JSON", []string{schemaOf("t5", intProp("id")+`,"s":{"type":["null","string"]}`, `"id"`), `{"type":"RECORD","stream":"t5","record":{"id":1,"s":tru}}`},
+			"tru is not a JSON value"},
+		{"a NUL in text", []string{schemaOf("t6", intProp("id")+`,"s":{"type":["null","string"]}`, `"id"`), `{"type":"RECORD","stream":"t6","record":{"id":1,"s":"a\u0000b"}}`},
+			"cannot hold a NUL character"},
+		{"a record that is not an object", []string{schemaOf("t7", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t7","record":[1]}`},
+			"record is not a JSON object"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
