@@ -132,6 +132,29 @@ for _ in $(seq 50); do
 done
 "${PSQL[@]}" -tAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = 'bench'" >/dev/null
 
+# The runner: a job copying bench.wide into a PostgreSQL destination on the
+# same server, against psql piping \copy out into \copy in. The first job
+# loads an empty table; the second (a new FULL_TABLE version) merges by key.
+"${PSQL[@]}" -d postgres -c "drop database if exists warehouse" -c "create database warehouse"
+"${PSQL[@]}" -d warehouse -c "create schema bench"
+# The limit loads the same table definition, primary key included.
+"$PGBIN/pg_dump" -s -t bench.wide bench | "${PSQL[@]}" -d warehouse >/dev/null
+s=$(now)
+"${PSQL[@]}" -c "\\copy (select * from bench.wide) to stdout" | "${PSQL[@]}" -d warehouse -c "\\copy bench.wide from stdin"
+e=$(now)
+pipe_s=$(secs "$s" "$e")
+cat >"$WORK/integration.yaml" <<YAML
+name: bench runner
+connection: {host: 127.0.0.1, port: $PORT, user: postgres, password: unused, dbname: bench, filter_dbs: bench, filter_schemas: bench, sslmode: disable}
+default_replication_method: FULL_TABLE
+tables: [{schema: bench, table: wide}]
+destination: {type: postgres, dsn: "postgres://postgres@127.0.0.1:$PORT/warehouse?sslmode=disable"}
+YAML
+load_s=$(timed runner_load "$TAP" run --integration "$WORK/integration.yaml" --store "$WORK/store")
+row "runner job bench.wide → PostgreSQL (empty) vs psql \\copy | \\copy" "$n" "$load_s" "$pipe_s" "$(rss "$WORK/runner_load.time")" ">= 0.3x"
+merge_s=$(timed runner_merge "$TAP" run --integration "$WORK/integration.yaml" --store "$WORK/store")
+row "runner job bench.wide → PostgreSQL (upsert) vs psql \\copy | \\copy" "$n" "$merge_s" "$pipe_s" "$(rss "$WORK/runner_merge.time")" ">= 0.1x"
+
 # Discovery of many tables.
 "${PSQL[@]}" -d postgres -c "drop database if exists many" -c "create database many"
 # In batches: one transaction cannot lock thousands of new tables.

@@ -16,10 +16,16 @@ import (
 // BenchmarkPostgresUpsert loads records shaped like bench.wide's (12
 // columns) by key; b.N records per run, reported as rows/s.
 func BenchmarkPostgresUpsert(b *testing.B) {
+	for _, batchRows := range []int{20000, 50000} {
+		b.Run(fmt.Sprintf("batch=%d", batchRows), func(b *testing.B) { benchmarkUpsert(b, batchRows) })
+	}
+}
+
+func benchmarkUpsert(b *testing.B, batchRows int) {
 	db := testpg.NewDatabase(b, pg)
 	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "bench", destination.Options{
 		Commit: func(json.RawMessage) error { return nil }, Clock: fixedClock,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BatchRows: batchRows,
 	})
 	if err != nil {
 		b.Fatal(err)

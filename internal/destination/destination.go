@@ -33,7 +33,8 @@ type Options struct {
 	// OnRecord sees each record's stream as it arrives (progress).
 	OnRecord func(stream string)
 	// BatchRows and BatchInterval bound how much a batching destination
-	// holds before it loads and commits: at the first STATE after either.
+	// holds before it loads and commits: at the first STATE after either,
+	// or after maxHeldBytes of records.
 	BatchRows     int
 	BatchInterval time.Duration
 }
@@ -109,6 +110,7 @@ type batching struct {
 	pending   []byte
 	state     json.RawMessage
 	held      int
+	heldBytes int
 	lastFlush time.Time
 	rows      map[string]int64
 	// lastStream is the stream of the last record.
@@ -118,9 +120,12 @@ type batching struct {
 	failed bool
 }
 
+// maxHeldBytes bounds the records a batch holds, whatever their width.
+const maxHeldBytes = 64 << 20
+
 func newBatching(l loader, opts Options) *batching {
 	if opts.BatchRows <= 0 {
-		opts.BatchRows = 50000
+		opts.BatchRows = 20000
 	}
 	if opts.BatchInterval <= 0 {
 		opts.BatchInterval = time.Minute
@@ -159,7 +164,7 @@ func (b *batching) line(line []byte) error {
 	switch m.Type {
 	case "STATE":
 		b.state = append(b.state[:0], m.Value...)
-		if b.held >= b.opts.BatchRows || b.opts.Clock().Sub(b.lastFlush) >= b.opts.BatchInterval {
+		if b.held >= b.opts.BatchRows || b.heldBytes >= maxHeldBytes || b.opts.Clock().Sub(b.lastFlush) >= b.opts.BatchInterval {
 			return b.flushAndCommit()
 		}
 		return nil
@@ -169,6 +174,7 @@ func (b *batching) line(line []byte) error {
 		b.lastStream = m.Stream
 		b.rows[m.Stream]++
 		b.held++
+		b.heldBytes += len(line)
 		if b.opts.OnRecord != nil {
 			b.opts.OnRecord(m.Stream)
 		}
@@ -183,7 +189,7 @@ func (b *batching) flushAndCommit() error {
 	if err := b.load.flush(); err != nil {
 		return err
 	}
-	b.held = 0
+	b.held, b.heldBytes = 0, 0
 	b.lastFlush = b.opts.Clock()
 	if b.state == nil {
 		return nil

@@ -40,12 +40,12 @@ const (
 // postgresLoader upserts into one table per stream in one schema. Messages
 // are held in order and applied in one transaction on flush.
 type postgresLoader struct {
-	ctx    context.Context
-	conn   *pgx.Conn
+	ctx      context.Context
+	conn     *pgx.Conn
 	dbSchema string
-	clock  func() time.Time
-	log    *slog.Logger
-	tables map[string]*pgTable
+	clock    func() time.Time
+	log      *slog.Logger
+	tables   map[string]*pgTable
 	// streamOfTable catches two streams that load into one table.
 	streamOfTable map[string]string
 	ops           []pgOp
@@ -122,7 +122,9 @@ func OpenPostgres(ctx context.Context, dsn, schema string, opts Options) (Destin
 		conn.Close(ctx)
 		return nil, fmt.Errorf("postgres destination: create schema %s: %w", schema, err)
 	}
-	l := &postgresLoader{ctx: ctx, conn: conn, dbSchema: schema, clock: opts.Clock, log: opts.Log,
+	// The job's cancellation (SIGTERM) ends the tap with a last STATE; the
+	// load that makes it committable must still run.
+	l := &postgresLoader{ctx: context.WithoutCancel(ctx), conn: conn, dbSchema: schema, clock: opts.Clock, log: opts.Log,
 		tables: map[string]*pgTable{}, streamOfTable: map[string]string{}}
 	return newBatching(l, opts), nil
 }

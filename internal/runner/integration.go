@@ -62,7 +62,7 @@ type DestinationSpec struct {
 	// Command is the singer target's program and arguments.
 	Command []string `yaml:"command"`
 	// BatchRows and BatchSeconds bound what postgres and jsonl hold before
-	// loading and committing (defaults 50000 rows, 60 s).
+	// loading and committing (defaults 20000 rows, 60 s; and 64 MiB of records).
 	BatchRows    int `yaml:"batch_rows"`
 	BatchSeconds int `yaml:"batch_seconds"`
 
