@@ -107,7 +107,7 @@ type loader interface {
 type batching struct {
 	opts      Options
 	load      loader
-	pending   []byte
+	lines     lineSplitter
 	state     json.RawMessage
 	held      int
 	heldBytes int
@@ -136,21 +136,33 @@ func newBatching(l loader, opts Options) *batching {
 func (b *batching) Rows() map[string]int64 { return b.rows }
 
 func (b *batching) Write(p []byte) (int, error) {
-	b.pending = append(b.pending, p...)
+	if err := b.lines.each(p, b.line); err != nil {
+		b.failed = true
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// lineSplitter hands on whole lines of writes in any chunking.
+type lineSplitter struct{ pending []byte }
+
+// each calls fn with every line p completes; the line is valid only
+// during the call.
+func (s *lineSplitter) each(p []byte, fn func(line []byte) error) error {
+	s.pending = append(s.pending, p...)
 	start := 0
 	for {
-		i := bytes.IndexByte(b.pending[start:], '\n')
+		i := bytes.IndexByte(s.pending[start:], '\n')
 		if i < 0 {
 			break
 		}
-		if err := b.line(b.pending[start : start+i]); err != nil {
-			b.failed = true
-			return 0, err
+		if err := fn(s.pending[start : start+i]); err != nil {
+			return err
 		}
 		start += i + 1
 	}
-	b.pending = append(b.pending[:0], b.pending[start:]...)
-	return len(p), nil
+	s.pending = append(s.pending[:0], s.pending[start:]...)
+	return nil
 }
 
 func (b *batching) line(line []byte) error {

@@ -16,12 +16,14 @@ import (
 // JSON value per line, as Singer targets do) are what gets committed. Its
 // stderr goes to the extraction log as the `target` source.
 type singerTarget struct {
-	opts    Options
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	in      *bufio.Writer
-	pending []byte
-	rows    map[string]int64
+	opts  Options
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	in    *bufio.Writer
+	lines lineSplitter
+	// lastStream is the stream of the last record.
+	lastStream string
+	rows       map[string]int64
 	// stateErr is the first error reading or committing the target's
 	// states; drained tells Close that both of its outputs are read.
 	stateErr error
@@ -59,37 +61,26 @@ func OpenSingerTarget(command []string, opts Options) (Destination, error) {
 func (t *singerTarget) Rows() map[string]int64 { return t.rows }
 
 func (t *singerTarget) Write(p []byte) (int, error) {
-	t.pending = append(t.pending, p...)
-	start := 0
-	for {
-		i := bytes.IndexByte(t.pending[start:], '\n')
-		if i < 0 {
-			break
-		}
-		t.count(t.pending[start : start+i])
-		start += i + 1
-	}
-	t.pending = append(t.pending[:0], t.pending[start:]...)
+	_ = t.lines.each(p, t.count)
 	if _, err := t.in.Write(p); err != nil {
 		return 0, fmt.Errorf("singer target stopped reading its input: %w", err)
 	}
 	return len(p), nil
 }
 
-func (t *singerTarget) count(line []byte) {
-	if !bytes.Contains(line, []byte(`"RECORD"`)) {
-		return
+// count counts a record line; what the target makes of the line is its
+// own business, so count never fails.
+func (t *singerTarget) count(line []byte) error {
+	m, err := parseMessage(line, t.lastStream)
+	if err != nil || m.Type != "RECORD" {
+		return nil
 	}
-	var m struct {
-		Type   string `json:"type"`
-		Stream string `json:"stream"`
+	t.lastStream = m.Stream
+	t.rows[m.Stream]++
+	if t.opts.OnRecord != nil {
+		t.opts.OnRecord(m.Stream)
 	}
-	if json.Unmarshal(line, &m) == nil && m.Type == "RECORD" {
-		t.rows[m.Stream]++
-		if t.opts.OnRecord != nil {
-			t.opts.OnRecord(m.Stream)
-		}
-	}
+	return nil
 }
 
 // readStates commits each state the target prints, in order. A line that
