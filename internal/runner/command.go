@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -11,11 +13,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tap-postgres/tap-postgres/internal/destination"
+	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/logging"
 )
 
 // Commands lists the runner's subcommands.
-func Commands() []string { return []string{"run", "serve", "reset", "jobs", "logs", "report"} }
+func Commands() []string { return []string{"check", "run", "serve", "reset", "jobs", "logs", "report"} }
 
 // integrationFlags collects repeated --integration flags.
 type integrationFlags []string
@@ -29,7 +33,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		clock = time.Now
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres run|serve|reset|jobs|logs|report --integration FILE [--store DIR]")
+		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres check|run|serve|reset|jobs|logs|report --integration FILE [--store DIR]")
 		return 2
 	}
 	fs := flag.NewFlagSet("tap-postgres "+args[0], flag.ContinueOnError)
@@ -54,6 +58,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
 		return 1
+	}
+	if args[0] == "check" {
+		if err := Check(ctx, in, stdout); err != nil {
+			fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+			return 1
+		}
+		return 0
 	}
 	store, err := OpenStore(ctx, *storeDir, in.StoreKey())
 	if err != nil {
@@ -184,4 +195,35 @@ func printJobs(w io.Writer, jobs []JobRecord) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", j.ID, j.Started.Format(time.RFC3339), j.Finished.Sub(j.Started).Round(time.Millisecond), j.Status, rows, j.Error)
 	}
 	_ = tw.Flush()
+}
+
+// Check tries the integration without running a job: the source as the
+// tap's --test does (connection, each selected table, slot and wal_level
+// for LOG_BASED), then the destination.
+func Check(ctx context.Context, in *Integration, w io.Writer) error {
+	eng := engine.New(in.config, logging.New(io.Discard, slog.LevelError), time.Now)
+	defer eng.Close()
+	catalog, err := eng.Discover(ctx)
+	if err != nil {
+		return err
+	}
+	if err := in.applySelections(catalog); err != nil {
+		return err
+	}
+	sourceErr := eng.Check(ctx, catalog, w)
+	var line string
+	switch d := in.Destination; d.Type {
+	case "postgres":
+		line, err = destination.CheckPostgres(ctx, d.dsn, in.DestinationSchema())
+	case "singer":
+		line, err = destination.CheckSingerTarget(d.Command)
+	default:
+		line, err = destination.CheckJSONL(d.Path)
+	}
+	if err != nil {
+		fmt.Fprintf(w, "ERROR %v\n", err)
+	} else {
+		fmt.Fprintf(w, "INFO %s\n", line)
+	}
+	return errors.Join(sourceErr, err)
 }

@@ -307,3 +307,38 @@ destination: {type: postgres, dsn: "${RUNNER_TEST_DEST_DSN}", batch_rows: 2000}
 		t.Fatalf("live after the crash and a job: %s", got)
 	}
 }
+
+// TestCheck tries an integration without a job: the source, its tables and
+// slot, and the destination, each problem reported.
+func TestCheck(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	dest := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY)`)
+	file := func(destination string) string {
+		return writeIntegration(t, "name: checked\n"+connectionYAML(db)+`  slot_name: no_such_slot_zz
+default_replication_method: FULL_TABLE
+tables: [{schema: public, table: t}]
+destination: `+destination+"\n")
+	}
+	code, out := runMain(t, "check", "--integration", file(fmt.Sprintf("{type: postgres, dsn: %q}", pg.ConnString(dest))))
+	if code != 0 || !strings.Contains(out, "INFO connected to") || !strings.Contains(out, `schema "checked" will be created`) {
+		t.Fatalf("check: exit %d\n%s", code, out)
+	}
+	code, out = runMain(t, "check", "--integration", file(fmt.Sprintf("{type: postgres, dsn: %q}", pg.ConnString("no_such_db_zz"))))
+	if code != 1 || !strings.Contains(out, `ERROR postgres destination: connect:`) || !strings.Contains(out, `database "no_such_db_zz" does not exist`) {
+		t.Fatalf("check with a missing destination database: exit %d\n%s", code, out)
+	}
+	code, out = runMain(t, "check", "--integration", file(`{type: singer, command: [no-such-target-zz]}`))
+	if code != 1 || !strings.Contains(out, "ERROR singer target:") {
+		t.Fatalf("check with a missing target: exit %d\n%s", code, out)
+	}
+	logBased := writeIntegration(t, "name: checked\n"+connectionYAML(db)+`  slot_name: no_such_slot_zz
+default_replication_method: LOG_BASED
+tables: [{schema: public, table: t}]
+destination: {type: jsonl, path: `+t.TempDir()+"}\n")
+	code, out = runMain(t, "check", "--integration", logBased)
+	if code != 1 || !strings.Contains(out, "no_such_slot_zz") || !strings.Contains(out, "INFO jsonl destination:") {
+		t.Fatalf("check with a missing slot: exit %d\n%s", code, out)
+	}
+}
