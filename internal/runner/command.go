@@ -2,12 +2,12 @@ package runner
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"text/tabwriter"

@@ -342,3 +342,48 @@ destination: {type: jsonl, path: `+t.TempDir()+"}\n")
 		t.Fatalf("check with a missing slot: exit %d\n%s", code, out)
 	}
 }
+
+// TestReportTableDurations: a table's duration in the loading report runs
+// from its first record to its last, not the whole job's.
+func TestReportTableDurations(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE a (id integer PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 20);
+		CREATE TABLE b (id integer PRIMARY KEY); INSERT INTO b VALUES (1);`)
+	store := t.TempDir()
+	integration := writeIntegration(t, "name: timed\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: a}, {schema: public, table: b}]
+destination: {type: jsonl, path: `+t.TempDir()+"}\n")
+	// Every reading of this clock is one second later.
+	tick := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { tick = tick.Add(time.Second); return tick }
+	var stdout, stderr bytes.Buffer
+	if code := runner.Main(context.Background(), []string{"run", "--integration", integration, "--store", store}, &stdout, &stderr, clock); code != 0 {
+		t.Fatalf("job: %s", stderr.String())
+	}
+	stdout.Reset()
+	if code := runner.Main(context.Background(), []string{"report", "--json", "--integration", integration, "--store", store}, &stdout, &stderr, clock); code != 0 {
+		t.Fatalf("report: %s", stderr.String())
+	}
+	var report struct {
+		Loads []struct {
+			Stream   string `json:"stream"`
+			Duration string `json:"duration"`
+		} `json:"loads"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
+		t.Fatal(err)
+	}
+	jobs := map[string]time.Duration{}
+	for _, l := range report.Loads {
+		d, err := time.ParseDuration(l.Duration)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs[l.Stream] = d
+	}
+	// a: at least one reading per record after its first; b: one record.
+	if jobs["a"] < 19*time.Second || jobs["b"] != 0 {
+		t.Fatalf("table durations: %v", jobs)
+	}
+}

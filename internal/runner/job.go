@@ -117,9 +117,20 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		BatchRows:     in.Destination.BatchRows,
 		BatchInterval: time.Duration(in.Destination.BatchSeconds) * time.Second,
 	}
+	// A table's duration runs from its first record to its last.
+	firstRecord, lastRecord := map[string]time.Time{}, map[string]time.Time{}
 	if progress != nil {
 		progress.totals = copyTotals(catalog, state, in.config.IncludeSchemasInDestinationStreamName)
-		opts.OnRecord = progress.record
+	}
+	opts.OnRecord = func(stream string) {
+		now := clock()
+		if _, ok := firstRecord[stream]; !ok {
+			firstRecord[stream] = now
+		}
+		lastRecord[stream] = now
+		if progress != nil {
+			progress.record(stream)
+		}
 	}
 	dest, err := in.openDestination(ctx, opts)
 	if err != nil {
@@ -127,8 +138,10 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	}
 	syncErr := eng.Sync(ctx, catalog, state, singer.NewWriter(dest))
 	closeErr := dest.Close()
+	job.Durations = map[string]time.Duration{}
 	for stream, n := range dest.Rows() {
 		job.Rows[stream] = n
+		job.Durations[stream] = lastRecord[stream].Sub(firstRecord[stream])
 	}
 	// Keyed like the rows, by the stream name the messages carry.
 	job.Bookmarks = map[string]json.RawMessage{}

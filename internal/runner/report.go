@@ -47,7 +47,7 @@ func Report(jobs []JobRecord, now time.Time) LoadingReport {
 				bookmark = string(v)
 			}
 			r.Loads = append(r.Loads, TableLoad{Job: j.ID, Finished: j.Finished, Stream: s, Rows: j.Rows[s],
-				Duration: j.Finished.Sub(j.Started).Round(time.Millisecond).String(), Bookmark: bookmark, Status: j.Status, Error: j.Error})
+				Duration: tableDuration(j, s).String(), Bookmark: bookmark, Status: j.Status, Error: j.Error})
 			if now.Sub(j.Finished) <= 24*time.Hour {
 				r.Last24h[s] += j.Rows[s]
 			}
@@ -78,4 +78,13 @@ func (r LoadingReport) Print(w io.Writer, asJSON bool) error {
 		fmt.Fprintf(tw, "%s\t%d\n", t, r.Last24h[t])
 	}
 	return tw.Flush()
+}
+
+// tableDuration is how long the job loaded the table; the job's duration for
+// jobs recorded before durations were kept per table.
+func tableDuration(j JobRecord, stream string) time.Duration {
+	if d, ok := j.Durations[stream]; ok {
+		return d.Round(time.Millisecond)
+	}
+	return j.Finished.Sub(j.Started).Round(time.Millisecond)
 }

@@ -152,6 +152,8 @@ type JobRecord struct {
 	Status   string           `json:"status"`
 	Error    string           `json:"error,omitempty"`
 	Rows     map[string]int64 `json:"rows"`
+	// Durations are per stream, from its first record to its last.
+	Durations map[string]time.Duration `json:"durations,omitempty"`
 	// Bookmarks are INCREMENTAL streams' replication key values after the
 	// job, by stream name; other streams have none to show.
 	Bookmarks map[string]json.RawMessage `json:"bookmarks,omitempty"`
