@@ -97,13 +97,17 @@ type loader interface {
 	schema(m *message) error
 	record(m *message) error
 	activateVersion(m *message) error
-	// flush makes everything loaded so far durable.
-	flush() error
+	// detach hands over everything held so far: the returned load makes it
+	// durable, possibly on another goroutine while the loader holds the
+	// next messages. At most one load runs at a time.
+	detach() (load func() error)
 	close() error
 }
 
 // batching turns a loader into a Destination: it splits lines, counts
-// records, and at a STATE flushes and commits once enough is held.
+// records, and at a STATE, once enough is held, loads it and then commits
+// that state — in the background, while the next batch is read, so that
+// extraction and loading overlap.
 type batching struct {
 	opts      Options
 	load      loader
@@ -118,6 +122,9 @@ type batching struct {
 	// failed: a message could not be loaded, so no later state may be
 	// committed by this job.
 	failed bool
+	// loading reports the end of the load (and commit) in flight; nil when
+	// none runs.
+	loading chan error
 }
 
 // maxHeldBytes bounds the records a batch holds, whatever their width.
@@ -197,18 +204,41 @@ func (b *batching) line(line []byte) error {
 	return nil
 }
 
+// flushAndCommit starts loading what is held, to commit the last state
+// once it is loaded; it first waits for the previous load, so loads and
+// commits stay in order.
 func (b *batching) flushAndCommit() error {
-	if err := b.load.flush(); err != nil {
+	if err := b.wait(); err != nil {
 		return err
 	}
-	b.held, b.heldBytes = 0, 0
-	b.lastFlush = b.opts.Clock()
-	if b.state == nil {
-		return nil
-	}
+	load := b.load.detach()
 	state := b.state
 	b.state = nil
-	return b.opts.Commit(state)
+	b.held, b.heldBytes = 0, 0
+	b.lastFlush = b.opts.Clock()
+	done := make(chan error, 1)
+	b.loading = done
+	go func() {
+		err := load()
+		if err == nil && state != nil {
+			err = b.opts.Commit(state)
+		}
+		done <- err
+	}()
+	return nil
+}
+
+// wait ends the load in flight and returns its error.
+func (b *batching) wait() error {
+	if b.loading == nil {
+		return nil
+	}
+	err := <-b.loading
+	b.loading = nil
+	if err != nil {
+		b.failed = true
+	}
+	return err
 }
 
 // Close loads what is held and commits the last state, also after the tap
@@ -219,6 +249,9 @@ func (b *batching) Close() error {
 	var err error
 	if !b.failed {
 		err = b.flushAndCommit()
+	}
+	if werr := b.wait(); err == nil {
+		err = werr
 	}
 	if cerr := b.load.close(); err == nil {
 		err = cerr

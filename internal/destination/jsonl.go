@@ -69,16 +69,24 @@ func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 	return sf, nil
 }
 
-func (d *jsonlLoader) flush() error {
+// detach writes what the buffers hold to the files; the load fsyncs them,
+// which covers at least those writes, whatever is appended meanwhile.
+func (d *jsonlLoader) detach() func() error {
+	files := make([]*os.File, 0, len(d.files))
 	for stream, f := range d.files {
 		if err := f.w.Flush(); err != nil {
-			return fmt.Errorf("jsonl destination %s: %w", stream, err)
+			return func() error { return fmt.Errorf("jsonl destination %s: %w", stream, err) }
 		}
-		if err := f.f.Sync(); err != nil {
-			return fmt.Errorf("jsonl destination %s: %w", stream, err)
-		}
+		files = append(files, f.f)
 	}
-	return nil
+	return func() error {
+		for _, f := range files {
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("jsonl destination %s: %w", f.Name(), err)
+			}
+		}
+		return nil
+	}
 }
 
 func (d *jsonlLoader) close() error {

@@ -38,7 +38,7 @@ const (
 )
 
 // postgresLoader upserts into one table per stream in one schema. Messages
-// are held in order and applied in one transaction on flush.
+// are held in order and applied in one transaction per batch.
 type postgresLoader struct {
 	ctx      context.Context
 	conn     *pgx.Conn
@@ -225,9 +225,16 @@ func (l *postgresLoader) activateVersion(m *message) error {
 	return nil
 }
 
-// flush applies every held step in one transaction.
-func (l *postgresLoader) flush() error {
-	if len(l.ops) == 0 {
+func (l *postgresLoader) detach() func() error {
+	ops := l.ops
+	l.ops = nil
+	return func() error { return l.apply(ops) }
+}
+
+// apply runs ops in one transaction. Only apply uses the connection and
+// what the loader knows of tables, so it may run beside schema and record.
+func (l *postgresLoader) apply(ops []pgOp) error {
+	if len(ops) == 0 {
 		return nil
 	}
 	tx, err := l.conn.Begin(l.ctx)
@@ -243,7 +250,7 @@ func (l *postgresLoader) flush() error {
 	for k, v := range known {
 		l.tables[k] = v
 	}
-	for _, op := range l.ops {
+	for _, op := range ops {
 		switch {
 		case op.schema != nil:
 			err = l.applySchema(tx, op.stream, op.schema)
@@ -261,7 +268,6 @@ func (l *postgresLoader) flush() error {
 		l.tables = known
 		return fmt.Errorf("postgres destination: commit: %w", err)
 	}
-	l.ops = l.ops[:0]
 	return nil
 }
 
