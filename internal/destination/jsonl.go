@@ -13,6 +13,8 @@ import (
 type jsonlLoader struct {
 	dir   string
 	files map[string]*streamFile
+	// streamOfFile catches two streams whose names make one file name.
+	streamOfFile map[string]string
 }
 
 type streamFile struct {
@@ -25,7 +27,7 @@ func OpenJSONL(dir string, opts Options) (Destination, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
-	return newBatching(&jsonlLoader{dir: dir, files: map[string]*streamFile{}}, opts), nil
+	return newBatching(&jsonlLoader{dir: dir, files: map[string]*streamFile{}, streamOfFile: map[string]string{}}, opts), nil
 }
 
 func (d *jsonlLoader) schema(m *message) error          { return d.append(m) }
@@ -54,6 +56,10 @@ func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 		}
 		return r
 	}, stream)
+	if other, ok := d.streamOfFile[name]; ok {
+		return nil, fmt.Errorf("jsonl destination: streams %q and %q would share file %s.jsonl", other, stream, name)
+	}
+	d.streamOfFile[name] = stream
 	f, err := os.OpenFile(filepath.Join(d.dir, name+".jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)

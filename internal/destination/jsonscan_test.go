@@ -77,3 +77,17 @@ func FuzzValidNumber(f *testing.F) {
 		}
 	})
 }
+
+func TestIsDateTime(t *testing.T) {
+	for s, want := range map[string]bool{
+		"2024-06-01": true, "2024-06-01T12:00:00+00:00": true, "2024-06-01T12:00:00.123456+00:00": true,
+		"2024-06-01 12:00:00Z": true, "2024-06-01T12:00": true, "0001-01-01T00:00:00+05": true, "2024-06-01T12:00:00-0130": true,
+		"2026-11-24T11:00:00.000000Z": true,
+		"now":                         false, "epoch": false, "infinity": false, "20240101": false, "2024-06-01T": false, "2024-06-01T12": false,
+		"2024-06-01T12:00:00.": false, "2024-06-01T12:00:00Zx": false, "2024-06-01T12:00:00+1": false, "2024-06-01T12:00:00+01:": false, "": false,
+	} {
+		if got := isDateTime([]byte(s)); got != want {
+			t.Errorf("isDateTime(%q) = %t", s, got)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,8 @@ const (
 	columnExtractedAt  = "_sdc_extracted_at"
 	columnBatchedAt    = "_sdc_batched_at"
 	columnTableVersion = "_sdc_table_version"
+	// columnDeletedAt comes from LOG_BASED streams' schemas.
+	columnDeletedAt = "_sdc_deleted_at"
 )
 
 // maxIdentifier is PostgreSQL's identifier limit in bytes (NAMEDATALEN-1).
@@ -60,6 +61,10 @@ type pgTable struct {
 	// columns by property name; keys are property names.
 	columns map[string]*pgColumn
 	keys    []string
+	// clearsDeletedAt: the table has _sdc_deleted_at but the stream's
+	// schema no longer does (its method changed): a row loaded now is
+	// live, whatever an earlier delete marked.
+	clearsDeletedAt bool
 }
 
 type pgColumn struct {
@@ -233,6 +238,9 @@ func (l *postgresLoader) detach() func() error {
 
 // apply runs ops in one transaction. Only apply uses the connection and
 // what the loader knows of tables, so it may run beside schema and record.
+// A stream's records are merged at once up to its next SCHEMA or
+// ACTIVATE_VERSION (or the end): one staging table per stream however the
+// records of several streams interleave.
 func (l *postgresLoader) apply(ops []pgOp) error {
 	if len(ops) == 0 {
 		return nil
@@ -242,30 +250,45 @@ func (l *postgresLoader) apply(ops []pgOp) error {
 		return fmt.Errorf("postgres destination: begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(l.ctx))
-	batchedAt := l.clock().UTC().Format(time.RFC3339Nano)
-	// Tables are re-read inside the transaction: what this job learnt
-	// before a failed flush may not have been committed.
-	known := l.tables
-	l.tables = map[string]*pgTable{}
-	for k, v := range known {
-		l.tables[k] = v
+	m := &merger{l: l, tx: tx, batchedAt: l.clock().UTC().Format(time.RFC3339Nano), staging: map[string]string{}}
+	pending := map[string][]*recordRun{}
+	var streams []string
+	merge := func(stream string) error {
+		runs := pending[stream]
+		delete(pending, stream)
+		if len(runs) == 0 {
+			return nil
+		}
+		return m.merge(stream, runs)
 	}
 	for _, op := range ops {
 		switch {
-		case op.schema != nil:
-			err = l.applySchema(tx, op.stream, op.schema)
 		case op.records != nil:
-			err = l.applyRecords(tx, op.stream, op.records, batchedAt)
+			if pending[op.stream] == nil {
+				streams = append(streams, op.stream)
+			}
+			pending[op.stream] = append(pending[op.stream], op.records)
+		case op.schema != nil:
+			if err = merge(op.stream); err == nil {
+				err = l.applySchema(tx, op.stream, op.schema)
+				// The table may have new columns its staging table lacks.
+				delete(m.staging, op.stream)
+			}
 		default:
-			err = l.applyVersion(tx, op.stream, *op.version)
+			if err = merge(op.stream); err == nil {
+				err = l.applyVersion(tx, op.stream, *op.version)
+			}
 		}
 		if err != nil {
-			l.tables = known
+			return fmt.Errorf("postgres destination: %w", err)
+		}
+	}
+	for _, stream := range streams {
+		if err := merge(stream); err != nil {
 			return fmt.Errorf("postgres destination: %w", err)
 		}
 	}
 	if err := tx.Commit(l.ctx); err != nil {
-		l.tables = known
 		return fmt.Errorf("postgres destination: commit: %w", err)
 	}
 	return nil
@@ -442,6 +465,9 @@ func (l *postgresLoader) widenTable(tx pgx.Tx, table *pgTable, w *wantedTable) e
 		table.columns[c.property] = &pgColumn{name: c.name, typ: typ}
 	}
 	// Columns the schema no longer names stay, as do their values.
+	if _, ok := existing[columnDeletedAt]; ok && table.columns[columnDeletedAt] == nil {
+		table.clearsDeletedAt = true
+	}
 	l.tables[table.stream] = table
 	return nil
 }
@@ -460,84 +486,198 @@ func widerType(stored, wanted string) string {
 	return typeText
 }
 
-// applyRecords upserts a run of records that carry the same properties: by
-// key through a temporary table, so that properties the records lack keep
-// their stored values; without key, appended.
-func (l *postgresLoader) applyRecords(tx pgx.Tx, stream string, run *recordRun, batchedAt string) error {
-	table := l.tables[stream]
+// merger merges records within one transaction.
+type merger struct {
+	l         *postgresLoader
+	tx        pgx.Tx
+	batchedAt string
+	// staging is each stream's staging table in this transaction.
+	staging map[string]string
+	tables  int
+}
+
+// mergedRow is a record, or with a key all of a key's records folded in
+// order: each property's last value (nil when none carried it).
+type mergedRow struct {
+	values             [][]byte
+	extracted, version []byte
+	present            []byte // a bit per property
+}
+
+// merge upserts a stream's runs of records: by key, each key's records
+// folded into one row, loaded through a staging table so that the
+// properties no record carried keep their stored values; without key,
+// appended in order.
+func (m *merger) merge(stream string, runs []*recordRun) error {
+	table := m.l.tables[stream]
 	if table == nil {
 		return fmt.Errorf("stream %s: RECORD before its SCHEMA", stream)
 	}
-	columns := make([]*pgColumn, len(run.properties))
-	for i, p := range run.properties {
-		c := table.columns[p]
-		if c == nil || p == columnExtractedAt || p == columnBatchedAt || p == columnTableVersion {
-			return fmt.Errorf("stream %s: a record has property %q, which its SCHEMA lacks", stream, p)
-		}
-		columns[i] = c
-	}
-	keyIndex := make([]int, len(table.keys))
-	for i, k := range table.keys {
-		keyIndex[i] = slices.Index(run.properties, k)
-		if keyIndex[i] < 0 {
-			return fmt.Errorf("stream %s: a record lacks key property %q", stream, k)
+	var properties []string
+	position := map[string]int{}
+	for _, run := range runs {
+		for _, p := range run.properties {
+			if c := table.columns[p]; c == nil || p == columnExtractedAt || p == columnBatchedAt || p == columnTableVersion {
+				return fmt.Errorf("stream %s: a record has property %q, which its SCHEMA lacks", stream, p)
+			}
+			if _, ok := position[p]; !ok {
+				position[p] = len(properties)
+				properties = append(properties, p)
+			}
 		}
 	}
-	rows := lastPerKey(run, keyIndex)
-	names := make([]string, 0, len(columns)+3)
+	rows, err := foldRows(stream, table, runs, properties, position)
+	if err != nil {
+		return err
+	}
+	empty := len(table.keys) == 0
+	if !empty {
+		// Into an empty table, keys unique once folded, a merge is an
+		// append: a first load skips the staging table.
+		if err := m.tx.QueryRow(m.l.ctx, fmt.Sprintf("SELECT NOT EXISTS (SELECT FROM %s)", m.l.qualified(table.name))).Scan(&empty); err != nil {
+			return fmt.Errorf("stream %s: look into %s: %w", stream, m.l.qualified(table.name), err)
+		}
+	}
+	if len(table.keys) == 0 {
+		// Appended rows lack nothing: absent properties are NULL.
+		all := make([]byte, (len(properties)+7)/8)
+		for i := range all {
+			all[i] = 0xff
+		}
+		for i := range rows {
+			rows[i].present = all
+		}
+	}
+	// Rows are grouped by the properties they carry; after folding a key
+	// is in one group only, so the groups' order does not matter.
+	groups := map[string][]int{}
+	var order []string
+	for i, r := range rows {
+		sig := string(r.present)
+		if _, ok := groups[sig]; !ok {
+			order = append(order, sig)
+		}
+		groups[sig] = append(groups[sig], i)
+	}
+	for _, sig := range order {
+		if err := m.load(stream, table, properties, []byte(sig), rows, groups[sig], empty); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// foldRows turns runs into rows: one per record, or with a key one per key
+// holding each property's last value, the last record's time_extracted and
+// version.
+func foldRows(stream string, table *pgTable, runs []*recordRun, properties []string, position map[string]int) ([]mergedRow, error) {
+	var rows []mergedRow
+	byKey := map[string]int{}
+	var key []byte
+	for _, run := range runs {
+		at := make([]int, len(run.properties))
+		for k, p := range run.properties {
+			at[k] = position[p]
+		}
+		keyAt := make([]int, len(table.keys))
+		for i, k := range table.keys {
+			keyAt[i] = slices.Index(run.properties, k)
+			if keyAt[i] < 0 {
+				return nil, fmt.Errorf("stream %s: a record lacks key property %q", stream, k)
+			}
+		}
+		n := len(run.properties)
+		for r := range run.rows() {
+			j := len(rows)
+			if len(keyAt) > 0 {
+				key = key[:0]
+				for i, k := range keyAt {
+					v := run.value(r, k)
+					if isNull(v) {
+						return nil, fmt.Errorf("stream %s: a record's key property %q is null", stream, table.keys[i])
+					}
+					key = append(append(key, v...), 0)
+				}
+				if found, ok := byKey[string(key)]; ok {
+					j = found
+				} else {
+					byKey[string(key)] = j
+				}
+			}
+			if j == len(rows) {
+				rows = append(rows, mergedRow{values: make([][]byte, len(properties)), present: make([]byte, (len(properties)+7)/8)})
+			}
+			row := &rows[j]
+			for k := range n {
+				row.values[at[k]] = run.value(r, k)
+				row.present[at[k]/8] |= 1 << (at[k] % 8)
+			}
+			row.extracted, row.version = run.value(r, n), run.value(r, n+1)
+		}
+	}
+	return rows, nil
+}
+
+// load writes one group of rows: straight into the table when it was
+// empty or has no key, else through the stream's staging table and an
+// upsert of the group's columns.
+func (m *merger) load(stream string, table *pgTable, properties []string, present []byte, rows []mergedRow, group []int, empty bool) error {
+	var columns []*pgColumn
+	var carried []int
+	for i, p := range properties {
+		if present[i/8]&(1<<(i%8)) != 0 {
+			columns = append(columns, table.columns[p])
+			carried = append(carried, i)
+		}
+	}
+	names := make([]string, 0, len(columns)+4)
 	for _, c := range columns {
 		names = append(names, pgx.Identifier{c.name}.Sanitize())
 	}
 	names = append(names, columnExtractedAt, columnBatchedAt, columnTableVersion)
+	if table.clearsDeletedAt {
+		names = append(names, columnDeletedAt)
+	}
 	columnList := strings.Join(names, ", ")
 
+	l := m.l
 	buf := &l.copyBuf
 	buf.Reset()
-	n := len(run.properties)
-	for _, r := range rows {
-		for i := range n {
-			v := run.value(r, i)
-			if isNull(v) && slices.Contains(keyIndex, i) {
-				return fmt.Errorf("stream %s: a record's key property %q is null", stream, run.properties[i])
-			}
-			var err error
-			if l.scratch, err = appendCopyValue(buf, l.scratch, v, columns[i].typ); err != nil {
-				return fmt.Errorf("stream %s: property %q: %w", stream, run.properties[i], err)
+	var err error
+	for _, r := range group {
+		row := &rows[r]
+		for j, i := range carried {
+			if l.scratch, err = appendCopyValue(buf, l.scratch, row.values[i], columns[j].typ); err != nil {
+				return fmt.Errorf("stream %s: property %q: %w", stream, properties[i], err)
 			}
 			buf.WriteByte('\t')
 		}
-		var err error
-		if l.scratch, err = appendCopyValue(buf, l.scratch, run.value(r, n), typeTimestamptz); err != nil {
+		if l.scratch, err = appendCopyValue(buf, l.scratch, row.extracted, typeTimestamptz); err != nil {
 			return fmt.Errorf("stream %s: time_extracted: %w", stream, err)
 		}
 		buf.WriteByte('\t')
-		buf.WriteString(batchedAt)
+		buf.WriteString(m.batchedAt)
 		buf.WriteByte('\t')
-		if l.scratch, err = appendCopyValue(buf, l.scratch, run.value(r, n+1), typeBigint); err != nil {
+		if l.scratch, err = appendCopyValue(buf, l.scratch, row.version, typeBigint); err != nil {
 			return fmt.Errorf("stream %s: version: %w", stream, err)
+		}
+		if table.clearsDeletedAt {
+			buf.WriteString("\t\\N")
 		}
 		buf.WriteByte('\n')
 	}
 	target := l.qualified(table.name)
-	// Into an empty table, keys unique within the batch, a merge is an
-	// append: a first load skips the staging table.
-	empty := len(table.keys) == 0
-	if !empty {
-		if err := tx.QueryRow(l.ctx, fmt.Sprintf("SELECT NOT EXISTS (SELECT FROM %s)", target)).Scan(&empty); err != nil {
-			return fmt.Errorf("stream %s: look into %s: %w", stream, target, err)
-		}
-	}
 	if empty {
-		if _, err := tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), fmt.Sprintf("COPY %s (%s) FROM STDIN", target, columnList)); err != nil {
+		if _, err := m.tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), fmt.Sprintf("COPY %s (%s) FROM STDIN", target, columnList)); err != nil {
 			return fmt.Errorf("stream %s: append to %s: %w", stream, target, err)
 		}
 		return nil
 	}
-	const staging = "_tap_postgres_load"
-	if _, err := tx.Exec(l.ctx, fmt.Sprintf("CREATE TEMP TABLE %s (LIKE %s) ON COMMIT DROP", staging, target)); err != nil {
-		return fmt.Errorf("stream %s: staging table: %w", stream, err)
+	staging, err := m.stagingTable(stream, target)
+	if err != nil {
+		return err
 	}
-	if _, err := tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), fmt.Sprintf("COPY %s (%s) FROM STDIN", staging, columnList)); err != nil {
+	if _, err := m.tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), fmt.Sprintf("COPY %s (%s) FROM STDIN", staging, columnList)); err != nil {
 		return fmt.Errorf("stream %s: copy into staging table: %w", stream, err)
 	}
 	var keyNames, updates []string
@@ -551,46 +691,28 @@ func (l *postgresLoader) applyRecords(tx pgx.Tx, stream string, run *recordRun, 
 	}
 	merge := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s ON CONFLICT (%s) DO UPDATE SET %s",
 		target, columnList, columnList, staging, strings.Join(keyNames, ", "), strings.Join(updates, ", "))
-	if _, err := tx.Exec(l.ctx, merge); err != nil {
+	if _, err := m.tx.Exec(l.ctx, merge); err != nil {
 		return fmt.Errorf("stream %s: merge into %s: %w", stream, target, err)
 	}
-	if _, err := tx.Exec(l.ctx, "DROP TABLE "+staging); err != nil {
-		return fmt.Errorf("stream %s: drop staging table: %w", stream, err)
+	if _, err := m.tx.Exec(l.ctx, "TRUNCATE "+staging); err != nil {
+		return fmt.Errorf("stream %s: empty staging table: %w", stream, err)
 	}
 	return nil
 }
 
-// lastPerKey returns the indexes of the run's rows to load, in order: with
-// a key, only the last record of each key (ON CONFLICT cannot touch a row
-// twice in one statement).
-func lastPerKey(run *recordRun, keyIndex []int) []int {
-	all := make([]int, 0, run.rows())
-	if len(keyIndex) == 0 {
-		for i := range run.rows() {
-			all = append(all, i)
-		}
-		return all
+// stagingTable is the stream's staging table in this transaction, created
+// on first use (and again after its table changed shape).
+func (m *merger) stagingTable(stream, target string) (string, error) {
+	if name, ok := m.staging[stream]; ok {
+		return name, nil
 	}
-	keyOf := func(key []byte, row int) []byte {
-		key = key[:0]
-		for _, k := range keyIndex {
-			key = append(append(key, run.value(row, k)...), 0)
-		}
-		return key
+	m.tables++
+	name := fmt.Sprintf("_tap_postgres_load_%d", m.tables)
+	if _, err := m.tx.Exec(m.l.ctx, fmt.Sprintf("CREATE TEMP TABLE %s (LIKE %s) ON COMMIT DROP", name, target)); err != nil {
+		return "", fmt.Errorf("stream %s: staging table: %w", stream, err)
 	}
-	last := make(map[string]int, run.rows())
-	var key []byte
-	for i := range run.rows() {
-		key = keyOf(key, i)
-		last[string(key)] = i
-	}
-	for i := range run.rows() {
-		key = keyOf(key, i)
-		if last[string(key)] == i {
-			all = append(all, i)
-		}
-	}
-	return all
+	m.staging[stream] = name
+	return name, nil
 }
 
 // applyVersion removes the stream's rows of older versions.
@@ -706,45 +828,122 @@ func columnType(schema json.RawMessage) string {
 }
 
 func fitsBigint(bound json.Number) bool {
-	if bound == "" {
-		return false
-	}
-	f, err := strconv.ParseFloat(string(bound), 64)
-	return err == nil && f >= math.MinInt64 && f <= math.MaxInt64
+	_, err := strconv.ParseInt(string(bound), 10, 64)
+	return err == nil
 }
 
 func isNull(v json.RawMessage) bool { return len(v) == 0 || string(v) == "null" }
 
 // appendCopyValue writes a JSON value as a COPY text field of a column of
-// type typ: JSON itself for jsonb, a string's contents, other values as
-// written (numbers keep every digit). Absent or null is NULL. scratch is
-// reused for decoding strings and returned.
+// type typ, refusing a value of another JSON type than the column holds
+// (PostgreSQL would read "yes" as a boolean or "now" as a time): JSON
+// itself for jsonb, a string's contents, numbers as written (every digit
+// kept). Absent or null is NULL. scratch is reused for decoding strings and
+// returned.
 func appendCopyValue(buf *bytes.Buffer, scratch, v []byte, typ string) ([]byte, error) {
-	switch {
-	case isNull(v):
+	if isNull(v) {
 		buf.WriteString(`\N`)
-	case v[0] == '"' && typ != typeJSONB:
-		var err error
-		if scratch, err = appendUnquoted(scratch[:0], v); err != nil {
-			return scratch, err
-		}
-		if bytes.IndexByte(scratch, 0) >= 0 {
-			return scratch, errors.New("PostgreSQL text cannot hold a NUL character")
-		}
-		appendCopyText(buf, scratch)
-	case v[0] == '{' || v[0] == '[' || v[0] == '"':
-		// jsonb checks what it is given; a text column would not.
-		if typ != typeJSONB && !json.Valid(v) {
-			return scratch, errBadJSON
-		}
+		return scratch, nil
+	}
+	switch typ {
+	case typeJSONB:
+		// jsonb checks what it is given.
 		appendCopyText(buf, v)
-	default:
-		if string(v) != "true" && string(v) != "false" && !validNumber(v) {
-			return scratch, fmt.Errorf("%.40s is not a JSON value", v)
+		return scratch, nil
+	case typeBigint, typeNumeric:
+		if !validNumber(v) {
+			return scratch, fmt.Errorf("%.40s is not a number", v)
 		}
 		buf.Write(v)
+		return scratch, nil
+	case typeBoolean:
+		if string(v) != "true" && string(v) != "false" {
+			return scratch, fmt.Errorf("%.40s is not a boolean", v)
+		}
+		buf.Write(v)
+		return scratch, nil
 	}
+	if v[0] != '"' {
+		if typ != typeText {
+			return scratch, fmt.Errorf("%.40s is not a string", v)
+		}
+		// A column widened to text takes any value as its JSON text.
+		if string(v) != "true" && string(v) != "false" && !validNumber(v) && !json.Valid(v) {
+			return scratch, fmt.Errorf("%.40s is not a JSON value", v)
+		}
+		appendCopyText(buf, v)
+		return scratch, nil
+	}
+	var err error
+	if scratch, err = appendUnquoted(scratch[:0], v); err != nil {
+		return scratch, err
+	}
+	if bytes.IndexByte(scratch, 0) >= 0 {
+		return scratch, errors.New("PostgreSQL text cannot hold a NUL character")
+	}
+	if typ == typeTimestamptz && !isDateTime(scratch) {
+		return scratch, fmt.Errorf("%.40q is not an ISO 8601 date-time", scratch)
+	}
+	appendCopyText(buf, scratch)
 	return scratch, nil
+}
+
+// isDateTime reports whether s is an ISO 8601 date or date-time
+// (YYYY-MM-DD, then [T ]hh:mm[:ss[.fraction]], then Z or ±hh[[:]mm]).
+func isDateTime(s []byte) bool {
+	i := 0
+	digits := func(n int) bool {
+		for range n {
+			if i >= len(s) || s[i] < '0' || s[i] > '9' {
+				return false
+			}
+			i++
+		}
+		return true
+	}
+	char := func(c byte) bool {
+		if i < len(s) && s[i] == c {
+			i++
+			return true
+		}
+		return false
+	}
+	if !digits(4) || !char('-') || !digits(2) || !char('-') || !digits(2) {
+		return false
+	}
+	if i == len(s) {
+		return true
+	}
+	if !char('T') && !char(' ') || !digits(2) || !char(':') || !digits(2) {
+		return false
+	}
+	if char(':') {
+		if !digits(2) {
+			return false
+		}
+		if char('.') && !digits(1) {
+			return false
+		}
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	}
+	switch {
+	case i == len(s):
+		return true
+	case char('Z'):
+		return i == len(s)
+	case char('+') || char('-'):
+		if !digits(2) {
+			return false
+		}
+		if i == len(s) {
+			return true
+		}
+		char(':')
+		return digits(2) && i == len(s)
+	}
+	return false
 }
 
 // validNumber reports whether v is a JSON number.

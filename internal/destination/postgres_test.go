@@ -208,7 +208,10 @@ func TestPostgresNameCollisionsAndBadRecords(t *testing.T) {
 		{"property the schema lacks", []string{schemaOf("t2", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t2","record":{"id":1,"x":2}}`},
 			`a record has property "x", which its SCHEMA lacks`},
 		{"null key", []string{schemaOf("t3", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t3","record":{"id":null}}`}, `key property "id" is null`},
-		{"value of the wrong type", []string{schemaOf("t4", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t4","record":{"id":"x"}}`}, "invalid input syntax"},
+		{"a string for a number", []string{schemaOf("t4", intProp("id"), `"id"`), `{"type":"RECORD","stream":"t4","record":{"id":"42"}}`}, `"42" is not a number`},
+		{"a number for a boolean", []string{schemaOf("t8", intProp("id")+`,"b":{"type":["null","boolean"]}`, `"id"`), `{"type":"RECORD","stream":"t8","record":{"id":1,"b":1}}`}, "1 is not a boolean"},
+		{"a word for a time", []string{schemaOf("t9", intProp("id")+`,"d":{"type":["null","string"],"format":"date-time"}`, `"id"`), `{"type":"RECORD","stream":"t9","record":{"id":1,"d":"now"}}`},
+			`"now" is not an ISO 8601 date-time`},
 		{"not JSON", []string{`{"type":"RECORD",`}, "a message is not JSON"},
 		{"a value that is not JSON", []string{schemaOf("t5", intProp("id")+`,"s":{"type":["null","string"]}`, `"id"`), `{"type":"RECORD","stream":"t5","record":{"id":1,"s":tru}}`},
 			"tru is not a JSON value"},
@@ -297,5 +300,95 @@ func TestPostgresCommitsAfterLoading(t *testing.T) {
 	}
 	if got := strings.Join(visible, " "); got != `{"n":3}=3 {"n":6}=6 {"n":7}=7` {
 		t.Fatalf("commits and the rows visible at each: %s", got)
+	}
+}
+
+// TestPostgresInterleavedStreamsAndShapes: records of two streams
+// interleaved one by one, and one stream alternating full rows and deletes,
+// load in one batch (one staging table per stream, not per run); a key's
+// records fold in order, so a row deleted after an update keeps the update.
+func TestPostgresInterleavedStreamsAndShapes(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d := postgresDest(t, db, "s", 100000, &commits)
+	schema := func(stream string) string {
+		return fmt.Sprintf(`{"type":"SCHEMA","stream":%q,"schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":100000},"v":{"type":["null","string"]},"_sdc_deleted_at":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`, stream)
+	}
+	lines := []string{schema("orders"), schema("items"), schema("shapes")}
+	// Every row exists before the batch, so the merge path (not the empty
+	// table's append) is taken.
+	for i := 1; i <= 3000; i++ {
+		for _, s := range []string{"orders", "items", "shapes"} {
+			lines = append(lines, fmt.Sprintf(`{"type":"RECORD","stream":%q,"record":{"id":%d,"v":"old","_sdc_deleted_at":null}}`, s, i))
+		}
+	}
+	lines = append(lines, `{"type":"STATE","value":{"n":0}}`)
+	if err := send(t, d, lines...); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = postgresDest(t, db, "s", 100000, &commits)
+	lines = []string{schema("orders"), schema("items"), schema("shapes")}
+	for i := 1; i <= 3000; i++ {
+		lines = append(lines,
+			fmt.Sprintf(`{"type":"RECORD","stream":"orders","record":{"id":%d,"v":"o%d","_sdc_deleted_at":null}}`, i, i),
+			fmt.Sprintf(`{"type":"RECORD","stream":"items","record":{"id":%d,"v":"i%d","_sdc_deleted_at":null}}`, i, i),
+			fmt.Sprintf(`{"type":"RECORD","stream":"shapes","record":{"id":%d,"v":"s%d","_sdc_deleted_at":null}}`, i, i))
+		if i%2 == 0 {
+			lines = append(lines, fmt.Sprintf(`{"type":"RECORD","stream":"shapes","record":{"id":%d,"_sdc_deleted_at":"2026-01-01T00:00:00+00:00"}}`, i))
+		}
+	}
+	lines = append(lines, `{"type":"STATE","value":{"n":1}}`)
+	if err := send(t, d, lines...); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, `SELECT (SELECT count(*) FILTER (WHERE v = 'o' || id) FROM s.orders) || '/' || (SELECT count(*) FILTER (WHERE v = 'i' || id) FROM s.items)`); got != "3000/3000" {
+		t.Fatalf("interleaved streams: %s rows updated of 3000/3000", got)
+	}
+	if got := query(t, db, `SELECT count(*) FILTER (WHERE v = 's' || id AND (_sdc_deleted_at IS NOT NULL) = (id % 2 = 0)) || '/' || count(*) FROM s.shapes`); got != "3000/3000" {
+		t.Fatalf("alternating shapes: %s rows as expected", got)
+	}
+	if strings.Join(commits, ",") != `{"n":0},{"n":1}` {
+		t.Fatalf("commits: %v", commits)
+	}
+}
+
+// TestPostgresLiveAgainAfterMethodChange: a row soft-deleted by LOG_BASED
+// is live again when a FULL_TABLE copy (whose schema has no
+// _sdc_deleted_at) loads it.
+func TestPostgresLiveAgainAfterMethodChange(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d := postgresDest(t, db, "s", 1000, &commits)
+	err := send(t, d,
+		`{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10},"v":{"type":["null","string"]},"_sdc_deleted_at":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`,
+		`{"type":"RECORD","stream":"t","record":{"id":1,"v":"a","_sdc_deleted_at":null},"version":1}`,
+		`{"type":"RECORD","stream":"t","record":{"id":1,"_sdc_deleted_at":"2026-01-01T00:00:00+00:00"},"version":1}`,
+		`{"type":"STATE","value":{}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = postgresDest(t, db, "s", 1000, &commits)
+	err = send(t, d,
+		`{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10},"v":{"type":["null","string"]}}},"key_properties":["id"]}`,
+		`{"type":"RECORD","stream":"t","record":{"id":1,"v":"back"},"version":2}`,
+		`{"type":"ACTIVATE_VERSION","stream":"t","version":2}`,
+		`{"type":"STATE","value":{}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, `SELECT format('%s|%s|%s|%s', id, v, _sdc_deleted_at, _sdc_table_version) FROM s.t`); got != "1|back||2" {
+		t.Fatalf("row after a FULL_TABLE copy: %s", got)
 	}
 }

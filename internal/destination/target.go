@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strings"
 	"sync"
 )
 
@@ -36,20 +37,30 @@ func OpenSingerTarget(command []string, opts Options) (Destination, error) {
 		return nil, errors.New("singer target: no command")
 	}
 	cmd := exec.Command(command[0], command[1:]...)
+	var pipes []io.Closer
+	fail := func(err error) (Destination, error) {
+		for _, p := range pipes {
+			p.Close()
+		}
+		return nil, fmt.Errorf("singer target: %w", err)
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, fmt.Errorf("singer target: %w", err)
+		return fail(err)
 	}
+	pipes = append(pipes, stdin)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, fmt.Errorf("singer target: %w", err)
+		return fail(err)
 	}
+	pipes = append(pipes, stdout)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return nil, fmt.Errorf("singer target: %w", err)
+		return fail(err)
 	}
+	pipes = append(pipes, stderr)
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("singer target: start %s: %w", command[0], err)
+		return fail(fmt.Errorf("start %s: %w", command[0], err))
 	}
 	t := &singerTarget{opts: opts, cmd: cmd, stdin: stdin, in: bufio.NewWriterSize(stdin, 1<<20), rows: map[string]int64{}}
 	t.drained.Add(2)
@@ -84,39 +95,63 @@ func (t *singerTarget) count(line []byte) error {
 }
 
 // readStates commits each state the target prints, in order. A line that
-// is not a JSON object is logged, not committed.
+// is not a state (a JSON object with a "bookmarks" object) is logged and
+// not committed: committing it would lose every bookmark.
 func (t *singerTarget) readStates(stdout io.Reader) {
 	defer t.drained.Done()
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
+	r := bufio.NewReader(stdout)
+	for {
+		line, err := r.ReadBytes('\n')
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			t.stateLine(line)
 		}
-		var state map[string]json.RawMessage
-		if json.Unmarshal(line, &state) != nil {
-			t.opts.Log.Warn(fmt.Sprintf("singer target printed a line that is not a state: %.200s", line))
-			continue
+		if err == io.EOF {
+			return
 		}
-		if t.stateErr != nil {
-			continue
+		if err != nil {
+			if t.stateErr == nil {
+				t.stateErr = fmt.Errorf("singer target: read its states: %w", err)
+			}
+			return
 		}
-		if err := t.opts.Commit(bytes.Clone(line)); err != nil {
-			t.stateErr = err
-		}
-	}
-	if err := sc.Err(); err != nil && t.stateErr == nil {
-		t.stateErr = fmt.Errorf("singer target: read its states: %w", err)
 	}
 }
 
+func (t *singerTarget) stateLine(line []byte) {
+	var state struct {
+		Bookmarks json.RawMessage `json:"bookmarks"`
+	}
+	if json.Unmarshal(line, &state) != nil || len(state.Bookmarks) == 0 || state.Bookmarks[0] != '{' {
+		t.opts.Log.Warn(fmt.Sprintf("singer target printed a line that is not a state, not committed: %.200s", line))
+		return
+	}
+	if t.stateErr == nil {
+		t.stateErr = t.opts.Commit(line)
+	}
+}
+
+// readLog passes the target's stderr lines to the log; a line too long for
+// a log line is cut, and reading goes on (a target blocked on a full pipe
+// would never end).
 func (t *singerTarget) readLog(stderr io.Reader) {
 	defer t.drained.Done()
-	sc := bufio.NewScanner(stderr)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		t.opts.Log.Info(sc.Text())
+	const maxLine = 64 << 10
+	r := bufio.NewReaderSize(stderr, maxLine)
+	for {
+		line, err := r.ReadSlice('\n')
+		cut := err == bufio.ErrBufferFull
+		if text := strings.TrimRight(string(line), "\r\n"); text != "" || cut {
+			if cut {
+				text += " …(line cut)"
+			}
+			t.opts.Log.Info(text)
+		}
+		for err == bufio.ErrBufferFull {
+			_, err = r.ReadSlice('\n')
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

@@ -53,6 +53,12 @@ func fakeTarget(path string) int {
 		return 1
 	}
 	fmt.Fprintln(os.Stderr, "fake target ready")
+	if os.Getenv("NOISY") != "" {
+		// What a careless target may print: log objects on stdout, and a
+		// stderr line longer than any log line.
+		fmt.Println(`{"level":"info","msg":"flushed"}` + "\nnull\n{}")
+		fmt.Fprintln(os.Stderr, strings.Repeat("x", 2<<20))
+	}
 	var failAfter int
 	fmt.Sscan(os.Getenv("FAIL_AFTER"), &failAfter)
 	sc := bufio.NewScanner(os.Stdin)
@@ -236,6 +242,20 @@ destination: {type: singer, command: [%q, "-test.run=^$"]}
 	code, logText := runMain(t, "logs", "--integration", integration, "--store", store)
 	if code != 0 || !strings.Contains(logText, "target - INFO fake target ready") || !strings.Contains(logText, "State update: adding bookmarks.") {
 		t.Fatalf("extraction log:\n%s", logText)
+	}
+
+	// A target printing lines that are not states: none is committed (each
+	// would wipe the bookmarks), and an endless stderr line does not stall it.
+	t.Setenv("NOISY", "1")
+	if code, output = runMain(t, "reset", "--integration", integration, "--store", store, "--stream", db+"-public-t"); code != 0 {
+		t.Fatal(output)
+	}
+	code, output = runMain(t, "run", "--integration", integration, "--store", store)
+	if code != 0 || strings.Count(output, "singer target printed a line that is not a state, not committed") != 3 || !strings.Contains(output, "…(line cut)") {
+		t.Fatalf("noisy target: exit %d\n%.3000s", code, output)
+	}
+	if state = mustRead(t, filepath.Join(store, "piped", "state.json")); !strings.Contains(state, `"bookmarks":{"`) {
+		t.Fatalf("state after a noisy target: %s", state)
 	}
 }
 

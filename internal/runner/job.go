@@ -105,10 +105,10 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 			if err != nil {
 				return fmt.Errorf("state from the destination: %w", err)
 			}
-			logBookmarkChanges(targetLog, committed, next)
 			if err := store.CommitState(value); err != nil {
 				return err
 			}
+			logBookmarkChanges(targetLog, committed, next)
 			committed = next
 			return nil
 		},
