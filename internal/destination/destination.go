@@ -116,7 +116,10 @@ type batching struct {
 	held      int
 	heldBytes int
 	lastFlush time.Time
-	rows      map[string]int64
+	// held counts the records of the batch being read per stream; loaded
+	// those of batches loaded, updated by the load and read after Close.
+	heldRows map[string]int64
+	loaded   map[string]int64
 	// lastStream is the stream of the last record.
 	lastStream string
 	// failed: a message could not be loaded, so no later state may be
@@ -137,10 +140,11 @@ func newBatching(l loader, opts Options) *batching {
 	if opts.BatchInterval <= 0 {
 		opts.BatchInterval = time.Minute
 	}
-	return &batching{opts: opts, load: l, rows: map[string]int64{}, lastFlush: opts.Clock()}
+	return &batching{opts: opts, load: l, heldRows: map[string]int64{}, loaded: map[string]int64{}, lastFlush: opts.Clock()}
 }
 
-func (b *batching) Rows() map[string]int64 { return b.rows }
+// Rows counts the records loaded; a batch that failed to load counts none.
+func (b *batching) Rows() map[string]int64 { return b.loaded }
 
 func (b *batching) Write(p []byte) (int, error) {
 	if err := b.lines.each(p, b.line); err != nil {
@@ -191,7 +195,7 @@ func (b *batching) line(line []byte) error {
 		return b.load.schema(&m)
 	case "RECORD":
 		b.lastStream = m.Stream
-		b.rows[m.Stream]++
+		b.heldRows[m.Stream]++
 		b.held++
 		b.heldBytes += len(line)
 		if b.opts.OnRecord != nil {
@@ -212,16 +216,21 @@ func (b *batching) flushAndCommit() error {
 		return err
 	}
 	load := b.load.detach()
-	state := b.state
-	b.state = nil
+	state, rows := b.state, b.heldRows
+	b.state, b.heldRows = nil, map[string]int64{}
 	b.held, b.heldBytes = 0, 0
 	b.lastFlush = b.opts.Clock()
 	done := make(chan error, 1)
 	b.loading = done
 	go func() {
 		err := load()
-		if err == nil && state != nil {
-			err = b.opts.Commit(state)
+		if err == nil {
+			for stream, n := range rows {
+				b.loaded[stream] += n
+			}
+			if state != nil {
+				err = b.opts.Commit(state)
+			}
 		}
 		done <- err
 	}()

@@ -236,6 +236,9 @@ func TestPostgresNameCollisionsAndBadRecords(t *testing.T) {
 			if len(commits) != 0 {
 				t.Fatalf("a state was committed after a failed load: %v", commits)
 			}
+			if rows := d.Rows(); len(rows) != 0 {
+				t.Fatalf("records of a failed load counted as loaded: %v", rows)
+			}
 		})
 	}
 	if got := query(t, db, `SELECT count(*)::text FROM pg_tables WHERE schemaname = 's'`); got != "0" {
