@@ -407,3 +407,30 @@ destination: {type: jsonl, path: `+t.TempDir()+"}\n")
 		t.Fatalf("table durations: %v", jobs)
 	}
 }
+
+// TestSameStreamNameRefused: two selected tables that would load as one
+// stream fail the job before anything is extracted; the schema prefix
+// separates them.
+func TestSameStreamNameRefused(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE SCHEMA a; CREATE SCHEMA b; CREATE TABLE a.users (id int PRIMARY KEY); CREATE TABLE b.users (id int PRIMARY KEY);
+		INSERT INTO a.users VALUES (1); INSERT INTO b.users VALUES (1), (2);`)
+	out := t.TempDir()
+	body := func(name, extra string) string {
+		return "name: " + name + "\n" + connectionYAML(db) + extra + `default_replication_method: FULL_TABLE
+tables: [{schema: a, table: users}, {schema: b, table: users}]
+destination: {type: jsonl, path: ` + out + "}\n"
+	}
+	code, output := runMain(t, "run", "--integration", writeIntegration(t, body("same", "")), "--store", t.TempDir())
+	if code != 1 || !strings.Contains(output, `would both load as stream "users"`) {
+		t.Fatalf("exit %d\n%s", code, output)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Fatalf("something was loaded: %v", entries)
+	}
+	code, output = runMain(t, "run", "--integration", writeIntegration(t, body("prefixed", "  include_schemas_in_destination_stream_name: true\n")), "--store", t.TempDir())
+	if code != 0 || recordCount(readLines(t, filepath.Join(out, "a_users.jsonl"))) != 1 || recordCount(readLines(t, filepath.Join(out, "b_users.jsonl"))) != 2 {
+		t.Fatalf("with schema prefixes: exit %d\n%s", code, output)
+	}
+}

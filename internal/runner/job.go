@@ -94,6 +94,9 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	if err := in.applySelections(catalog); err != nil {
 		return err
 	}
+	if err := distinctStreamNames(catalog, in.config.IncludeSchemasInDestinationStreamName); err != nil {
+		return err
+	}
 	state, err := store.State()
 	if err != nil {
 		return err
@@ -248,4 +251,26 @@ func copyTotals(catalog *singer.Catalog, state *singer.State, includeSchema bool
 		}
 	}
 	return totals
+}
+
+// distinctStreamNames refuses two selected tables whose messages would
+// carry one stream name (same table in two databases, or in two schemas
+// without include_schemas_in_destination_stream_name): a destination
+// would merge them into one table, each copy's ACTIVATE_VERSION deleting
+// the other's rows.
+func distinctStreamNames(catalog *singer.Catalog, includeSchema bool) error {
+	byName := map[string]string{}
+	var problems []error
+	for _, st := range catalog.Streams {
+		if selected, _, _ := st.TableMeta().Bool(singer.MetaSelected); !selected {
+			continue
+		}
+		name := messageStream(st, includeSchema)
+		if other, ok := byName[name]; ok {
+			problems = append(problems, fmt.Errorf("selected tables %s and %s would both load as stream %q: select one (or, across schemas, set include_schemas_in_destination_stream_name)", other, st.TapStreamID, name))
+			continue
+		}
+		byName[name] = st.TapStreamID
+	}
+	return errors.Join(problems...)
 }
