@@ -434,3 +434,35 @@ destination: {type: jsonl, path: ` + out + "}\n"
 		t.Fatalf("with schema prefixes: exit %d\n%s", code, output)
 	}
 }
+
+// TestSelectAllPicksUpNewTablesAndColumns: under select all, a table created
+// after a job and a column added to a selected table come in with the next
+// job, into a PostgreSQL destination.
+func TestSelectAllPicksUpNewTablesAndColumns(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	dest := testpg.NewDatabase(t, pg)
+	slot := "s_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, `CREATE TABLE first (id int PRIMARY KEY, v text); INSERT INTO first VALUES (1, 'a');`)
+	newSlot(t, db, slot)
+	integration := writeIntegration(t, "name: everything\n"+connectionYAML(db)+fmt.Sprintf(`  slot_name: %s
+default_replication_method: LOG_BASED
+select_all: true
+destination: {type: postgres, dsn: %q}
+`, slot, pg.ConnString(dest)))
+	store := t.TempDir()
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("job 1: %s", out)
+	}
+	testpg.Exec(t, pg, db, `CREATE TABLE later (id int PRIMARY KEY, n numeric); INSERT INTO later VALUES (1, 1.5), (2, 2.25);
+		ALTER TABLE first ADD COLUMN added date; INSERT INTO first VALUES (2, 'b', '2024-02-29'); UPDATE first SET added = '2024-01-01' WHERE id = 1;`)
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("job 2: %s", out)
+	}
+	if got := destinationQuery(t, dest, `SELECT string_agg(format('%s:%s:%s', id, v, added), ',' ORDER BY id) FROM everything.first`); got != "1:a:2024-01-01 00:00:00+00,2:b:2024-02-29 00:00:00+00" {
+		t.Fatalf("first after a new column: %s", got)
+	}
+	if got := destinationQuery(t, dest, `SELECT string_agg(format('%s:%s', id, n), ',' ORDER BY id) FROM everything.later`); got != "1:1.5,2:2.25" {
+		t.Fatalf("a table created after job 1: %s", got)
+	}
+}
