@@ -203,11 +203,8 @@ func printJobs(w io.Writer, jobs []JobRecord) {
 func Check(ctx context.Context, in *Integration, w io.Writer) error {
 	eng := engine.New(in.config, logging.New(io.Discard, slog.LevelError), time.Now)
 	defer eng.Close()
-	catalog, err := eng.Discover(ctx)
+	catalog, err := in.catalog(ctx, eng)
 	if err != nil {
-		return err
-	}
-	if err := in.applySelections(catalog); err != nil {
 		return err
 	}
 	sourceErr := eng.Check(ctx, catalog, w)

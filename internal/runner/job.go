@@ -87,14 +87,8 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	}
 	eng := engine.New(in.config, tapLog, clock)
 	defer eng.Close()
-	catalog, err := eng.Discover(ctx)
+	catalog, err := in.catalog(ctx, eng)
 	if err != nil {
-		return err
-	}
-	if err := in.applySelections(catalog); err != nil {
-		return err
-	}
-	if err := distinctStreamNames(catalog, in.config.IncludeSchemasInDestinationStreamName); err != nil {
 		return err
 	}
 	state, err := store.State()
@@ -251,6 +245,21 @@ func copyTotals(catalog *singer.Catalog, state *singer.State, includeSchema bool
 		}
 	}
 	return totals
+}
+
+// catalog discovers the source and selects what the integration does.
+func (in *Integration) catalog(ctx context.Context, eng *engine.Engine) (*singer.Catalog, error) {
+	catalog, err := eng.Discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := in.applySelections(catalog); err != nil {
+		return nil, err
+	}
+	if err := distinctStreamNames(catalog, in.config.IncludeSchemasInDestinationStreamName); err != nil {
+		return nil, err
+	}
+	return catalog, nil
 }
 
 // distinctStreamNames refuses two selected tables whose messages would
