@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The columns Stitch adds to every table.
@@ -61,6 +62,9 @@ type pgTable struct {
 	// columns by property name; keys are property names.
 	columns map[string]*pgColumn
 	keys    []string
+	// merges: a load found keys the table holds; this job merges every
+	// later load of the stream instead of trying to append.
+	merges bool
 	// clearsDeletedAt: the table has _sdc_deleted_at but the stream's
 	// schema no longer does (its method changed): a row loaded now is
 	// live, whatever an earlier delete marked.
@@ -530,14 +534,6 @@ func (m *merger) merge(stream string, runs []*recordRun) error {
 	if err != nil {
 		return err
 	}
-	empty := len(table.keys) == 0
-	if !empty {
-		// Into an empty table, keys unique once folded, a merge is an
-		// append: a first load skips the staging table.
-		if err := m.tx.QueryRow(m.l.ctx, fmt.Sprintf("SELECT NOT EXISTS (SELECT FROM %s)", m.l.qualified(table.name))).Scan(&empty); err != nil {
-			return fmt.Errorf("stream %s: look into %s: %w", stream, m.l.qualified(table.name), err)
-		}
-	}
 	if len(table.keys) == 0 {
 		// Appended rows lack nothing: absent properties are NULL.
 		all := make([]byte, (len(properties)+7)/8)
@@ -560,7 +556,7 @@ func (m *merger) merge(stream string, runs []*recordRun) error {
 		groups[sig] = append(groups[sig], i)
 	}
 	for _, sig := range order {
-		if err := m.load(stream, table, properties, []byte(sig), rows, groups[sig], empty); err != nil {
+		if err := m.load(stream, table, properties, []byte(sig), rows, groups[sig]); err != nil {
 			return err
 		}
 	}
@@ -618,10 +614,13 @@ func foldRows(stream string, table *pgTable, runs []*recordRun, properties []str
 	return rows, nil
 }
 
-// load writes one group of rows: straight into the table when it was
-// empty or has no key, else through the stream's staging table and an
-// upsert of the group's columns.
-func (m *merger) load(stream string, table *pgTable, properties []string, present []byte, rows []mergedRow, group []int, empty bool) error {
+// load writes one group of rows. Keys are unique once folded, so rows
+// whose keys the table lacks can simply be appended: that is tried first
+// (a first load copies at COPY's speed), and at the first key the table
+// holds, the stream's loads merge through its staging table and an upsert
+// of the group's columns for the rest of the job. Without key, rows are
+// appended.
+func (m *merger) load(stream string, table *pgTable, properties []string, present []byte, rows []mergedRow, group []int) error {
 	var columns []*pgColumn
 	var carried []int
 	for i, p := range properties {
@@ -667,11 +666,22 @@ func (m *merger) load(stream string, table *pgTable, properties []string, presen
 		buf.WriteByte('\n')
 	}
 	target := l.qualified(table.name)
-	if empty {
-		if _, err := m.tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), fmt.Sprintf("COPY %s (%s) FROM STDIN", target, columnList)); err != nil {
+	appendSQL := fmt.Sprintf("COPY %s (%s) FROM STDIN", target, columnList)
+	if len(table.keys) == 0 {
+		if _, err := m.tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), appendSQL); err != nil {
 			return fmt.Errorf("stream %s: append to %s: %w", stream, target, err)
 		}
 		return nil
+	}
+	if !table.merges {
+		appended, err := m.tryAppend(appendSQL, buf.Bytes())
+		if err != nil {
+			return fmt.Errorf("stream %s: append to %s: %w", stream, target, err)
+		}
+		if appended {
+			return nil
+		}
+		table.merges = true
 	}
 	staging, err := m.stagingTable(stream, target)
 	if err != nil {
@@ -699,6 +709,29 @@ func (m *merger) load(stream string, table *pgTable, properties []string, presen
 	}
 	return nil
 }
+
+// tryAppend copies rows into their table under a savepoint; a key the
+// table already holds undoes it and reports false.
+func (m *merger) tryAppend(copySQL string, rows []byte) (bool, error) {
+	ctx := m.l.ctx
+	if _, err := m.tx.Exec(ctx, "SAVEPOINT tap_postgres_append"); err != nil {
+		return false, err
+	}
+	_, err := m.tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(rows), copySQL)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
+		_, err := m.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tap_postgres_append")
+		return false, err
+	}
+	if err != nil {
+		return false, err
+	}
+	_, err = m.tx.Exec(ctx, "RELEASE SAVEPOINT tap_postgres_append")
+	return err == nil, err
+}
+
+// uniqueViolation is SQLSTATE unique_violation.
+const uniqueViolation = "23505"
 
 // stagingTable is the stream's staging table in this transaction, created
 // on first use (and again after its table changed shape).

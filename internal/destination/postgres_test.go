@@ -126,12 +126,13 @@ func TestPostgresUpsertDeleteVersions(t *testing.T) {
 		t.Fatalf("columns: %s", types)
 	}
 
-	// A new version: a leading ACTIVATE_VERSION, some rows, a trailing one.
+	// A new version, its rows then its activation. The new key comes first:
+	// the append tried first fails at the stored key and is undone.
 	commits = nil
 	d = postgresDest(t, db, "aurora_prod", 1000, &commits)
 	err = send(t, d, ordersSchema,
-		`{"type":"RECORD","stream":"Orders","record":{"id":3,"Total Amount":33,"note":"three again","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":200}`,
 		`{"type":"RECORD","stream":"Orders","record":{"id":4,"Total Amount":4,"note":"four","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":200}`,
+		`{"type":"RECORD","stream":"Orders","record":{"id":3,"Total Amount":33,"note":"three again","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":200}`,
 		`{"type":"ACTIVATE_VERSION","stream":"Orders","version":200}`,
 		`{"type":"STATE","value":{"bookmarks":{"a":{"version":200}}}}`)
 	if err != nil {
