@@ -183,10 +183,15 @@ destination:
 		t.Fatalf("inc_t after reset: %s (want the source's 20 rows, one version)", got)
 	}
 
-	// Renaming the integration onto the same store is refused.
+	// Renaming the integration onto the same store, or prefixing stream
+	// names with their schema, is refused.
 	renamed := writeIntegration(t, strings.Replace(mustRead(t, integration), "name: Prod DB", "name: prod db", 1))
 	if code, out := runMain(t, "run", "--integration", renamed, "--store", store); code != 1 || !strings.Contains(out, `the integration name cannot change once it has run: it ran as "Prod DB"`) {
 		t.Fatalf("renamed integration: exit %d\n%s", code, out)
+	}
+	prefixed := writeIntegration(t, strings.Replace(mustRead(t, integration), "  slot_name:", "  include_schemas_in_destination_stream_name: true\n  slot_name:", 1))
+	if code, out := runMain(t, "run", "--integration", prefixed, "--store", store); code != 1 || !strings.Contains(out, "include_schemas_in_destination_stream_name cannot change once the integration has run (it ran with false)") {
+		t.Fatalf("schema prefix switched on: exit %d\n%s", code, out)
 	}
 }
 
@@ -464,5 +469,36 @@ destination: {type: postgres, dsn: %q}
 	}
 	if got := destinationQuery(t, dest, `SELECT string_agg(format('%s:%s', id, n), ',' ORDER BY id) FROM everything.later`); got != "1:1.5,2:2.25" {
 		t.Fatalf("a table created after job 1: %s", got)
+	}
+}
+
+// TestProgressOnTerminal runs a job with stderr on a terminal (a pty from
+// script(1)) and stdout in a file: bars are drawn on the terminal, and
+// stdout holds only the job table.
+func TestProgressOnTerminal(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script(1) is not installed")
+	}
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 30000) g; ANALYZE t;`)
+	dir := t.TempDir()
+	integration := writeIntegration(t, "name: drawn\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: t}]
+destination: {type: jsonl, path: `+dir+"/out}\n")
+	args, _ := json.Marshal([]string{"run", "--integration", integration, "--store", dir + "/store"})
+	stdout, terminal := filepath.Join(dir, "stdout"), filepath.Join(dir, "terminal")
+	cmd := exec.Command(script, "-qec", fmt.Sprintf("stty cols 120 rows 40; '%s' -test.run='^$' > '%s'", os.Args[0], stdout), terminal)
+	cmd.Env = append(os.Environ(), envRunnerArgs+"="+string(args))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("script: %v\n%s", err, out)
+	}
+	drawn := mustRead(t, terminal)
+	if !strings.Contains(drawn, "30000 / 30000 rows") || !strings.Contains(drawn, "rows/s") || !strings.Contains(drawn, "main - INFO job 1 succeeded") {
+		t.Fatalf("terminal:\n%s", drawn)
+	}
+	if out := mustRead(t, stdout); !strings.Contains(out, "succeeded  30000") || strings.Contains(out, "rows/s") || strings.Contains(out, "\x1b") {
+		t.Fatalf("stdout:\n%q", out)
 	}
 }

@@ -1,8 +1,10 @@
 package runner
 
 import (
+	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
@@ -57,7 +59,7 @@ func (p *jobProgress) record(stream string) {
 		// the row-count it shows is an estimate.
 		s.bar = p.bars.AddBar(0,
 			mpb.PrependDecorators(decor.Name(stream, decor.WCSyncSpaceR), count),
-			mpb.AppendDecorators(decor.AverageSpeed(nil, "%.0f rows/s  ", decor.WCSyncSpace), eta))
+			mpb.AppendDecorators(rowRate(time.Now()), eta))
 		if s.total > 0 {
 			s.bar.SetTotal(s.total, false)
 		}
@@ -89,4 +91,24 @@ func (p *jobProgress) finish() {
 		s.bar.SetTotal(-1, true)
 	}
 	p.bars.Wait()
+}
+
+// rowRate shows rows per second since start, frozen when the bar
+// completes (mpb's own average shows nothing for a bar that completes
+// before it was first drawn).
+func rowRate(start time.Time) decor.Decorator {
+	var final string
+	return decor.Any(func(st decor.Statistics) string {
+		if final != "" {
+			return final
+		}
+		rate := "0 rows/s  "
+		if secs := time.Since(start).Seconds(); secs > 0 {
+			rate = fmt.Sprintf("%.0f rows/s  ", float64(st.Current)/secs)
+		}
+		if st.Completed {
+			final = rate
+		}
+		return rate
+	}, decor.WCSyncSpace)
 }
