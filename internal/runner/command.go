@@ -201,6 +201,9 @@ func printJobs(w io.Writer, jobs []JobRecord) {
 // tap's --test does (connection, each selected table, slot and wal_level
 // for LOG_BASED), then the destination.
 func Check(ctx context.Context, in *Integration, w io.Writer) error {
+	for _, warning := range in.warnings {
+		fmt.Fprintf(w, "WARNING %s\n", warning)
+	}
 	eng := engine.New(in.config, logging.New(io.Discard, slog.LevelError), time.Now)
 	defer eng.Close()
 	catalog, err := in.catalog(ctx, eng)

@@ -346,8 +346,11 @@ default_replication_method: FULL_TABLE
 tables: [{schema: public, table: t}]
 destination: `+destination+"\n")
 	}
-	code, out := runMain(t, "check", "--integration", file(fmt.Sprintf("{type: postgres, dsn: %q}", pg.ConnString(dest))))
-	if code != 0 || !strings.Contains(out, "INFO connected to") || !strings.Contains(out, `schema "checked" will be created`) {
+	// An unknown connection key is a warning, as for the tap.
+	withUnknownKey := strings.Replace(mustRead(t, file(fmt.Sprintf("{type: postgres, dsn: %q}", pg.ConnString(dest)))), "  slot_name:", "  bogus_key: 1\n  slot_name:", 1)
+	code, out := runMain(t, "check", "--integration", writeIntegration(t, withUnknownKey))
+	if code != 0 || !strings.Contains(out, "INFO connected to") || !strings.Contains(out, `schema "checked" will be created`) ||
+		!strings.Contains(out, `WARNING connection: unknown config key "bogus_key"`) {
 		t.Fatalf("check: exit %d\n%s", code, out)
 	}
 	code, out = runMain(t, "check", "--integration", file(fmt.Sprintf("{type: postgres, dsn: %q}", pg.ConnString("no_such_db_zz"))))

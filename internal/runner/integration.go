@@ -36,6 +36,9 @@ type Integration struct {
 
 	// config is Connection decoded and checked as the tap would.
 	config config.Config
+	// warnings are what the tap would warn of (unknown keys), logged by
+	// every job and check.
+	warnings []string
 }
 
 // Selection picks one table.
@@ -111,7 +114,7 @@ func (in *Integration) validate() error {
 	} else {
 		in.config = cfg
 		for _, w := range warnings {
-			problems = append(problems, fmt.Errorf("connection: %s", w))
+			in.warnings = append(in.warnings, "connection: "+w)
 		}
 	}
 	method := strings.ToUpper(in.DefaultReplicationMethod)

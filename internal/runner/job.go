@@ -52,6 +52,9 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	targetLog := logging.NewExtraction(sinks, &mu, "target", clock)
 
 	mainLog.Info(fmt.Sprintf("job %d of integration %q started", job.ID, in.Name))
+	for _, w := range in.warnings {
+		mainLog.Warn(w)
+	}
 	err = runJob(ctx, in, store, clock, tapLog, targetLog, progress, &job)
 	if progress != nil {
 		mu.Lock()
