@@ -136,7 +136,10 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 		}
 		ins = append(ins, in)
 	}
+	// Jobs of several integrations share stderr: whole lines, and no
+	// progress bars (a writer that is not the terminal itself).
 	var mu sync.Mutex
+	shared := &lockedWriter{mu: &mu, w: stderr}
 	log := logging.NewExtraction(stderr, &mu, "main", time.Now)
 	err := Serve(ctx, ins, systemClock{}, log, func(ctx context.Context, in *Integration) error {
 		store, err := OpenStore(ctx, storeDir, in.StoreKey())
@@ -144,7 +147,7 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 			return err
 		}
 		defer store.Close()
-		_, err = RunJob(ctx, in, store, time.Now, stderr)
+		_, err = RunJob(ctx, in, store, time.Now, shared)
 		return err
 	})
 	if err != nil {
@@ -226,4 +229,16 @@ func Check(ctx context.Context, in *Integration, w io.Writer) error {
 		fmt.Fprintf(w, "INFO %s\n", line)
 	}
 	return errors.Join(sourceErr, err)
+}
+
+// lockedWriter serializes writes of several writers.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
