@@ -30,6 +30,9 @@ type Options struct {
 	Clock  func() time.Time
 	// Log is the extraction log's `target` source.
 	Log *slog.Logger
+	// Fence, when set, is asked just before loaded data is made durable;
+	// an error (the job's lock was lost) fails the load instead.
+	Fence func() error
 	// OnRecord sees each record's stream as it arrives (progress).
 	OnRecord func(stream string)
 	// BatchRows and BatchInterval bound how much a batching destination

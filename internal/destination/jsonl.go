@@ -15,6 +15,7 @@ type jsonlLoader struct {
 	files map[string]*streamFile
 	// streamOfFile catches two streams whose names make one file name.
 	streamOfFile map[string]string
+	fence        func() error
 }
 
 type streamFile struct {
@@ -27,7 +28,7 @@ func OpenJSONL(dir string, opts Options) (Destination, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
-	return newBatching(&jsonlLoader{dir: dir, files: map[string]*streamFile{}, streamOfFile: map[string]string{}}, opts), nil
+	return newBatching(&jsonlLoader{dir: dir, files: map[string]*streamFile{}, streamOfFile: map[string]string{}, fence: opts.Fence}, opts), nil
 }
 
 func (d *jsonlLoader) schema(m *message) error          { return d.append(m) }
@@ -78,6 +79,11 @@ func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 // detach writes what the buffers hold to the files; the load fsyncs them,
 // which covers at least those writes, whatever is appended meanwhile.
 func (d *jsonlLoader) detach() func() error {
+	if d.fence != nil {
+		if err := d.fence(); err != nil {
+			return func() error { return fmt.Errorf("jsonl destination: not written: %w", err) }
+		}
+	}
 	files := make([]*os.File, 0, len(d.files))
 	for stream, f := range d.files {
 		if err := f.w.Flush(); err != nil {

@@ -50,6 +50,7 @@ type postgresLoader struct {
 	tables   map[string]*pgTable
 	// streamOfTable catches two streams that load into one table.
 	streamOfTable map[string]string
+	fence         func() error
 	ops           []pgOp
 	copyBuf       bytes.Buffer
 	scratch       []byte
@@ -133,7 +134,7 @@ func OpenPostgres(ctx context.Context, dsn, schema string, opts Options) (Destin
 	}
 	// The job's cancellation (SIGTERM) ends the tap with a last STATE; the
 	// load that makes it committable must still run.
-	l := &postgresLoader{ctx: context.WithoutCancel(ctx), conn: conn, dbSchema: schema, clock: opts.Clock, log: opts.Log,
+	l := &postgresLoader{ctx: context.WithoutCancel(ctx), conn: conn, dbSchema: schema, fence: opts.Fence, clock: opts.Clock, log: opts.Log,
 		tables: map[string]*pgTable{}, streamOfTable: map[string]string{}}
 	return newBatching(l, opts), nil
 }
@@ -290,6 +291,11 @@ func (l *postgresLoader) apply(ops []pgOp) error {
 	for _, stream := range streams {
 		if err := merge(stream); err != nil {
 			return fmt.Errorf("postgres destination: %w", err)
+		}
+	}
+	if l.fence != nil {
+		if err := l.fence(); err != nil {
+			return fmt.Errorf("postgres destination: not committed: %w", err)
 		}
 	}
 	if err := tx.Commit(l.ctx); err != nil {

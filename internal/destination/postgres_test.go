@@ -3,6 +3,7 @@ package destination_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -394,5 +395,30 @@ func TestPostgresLiveAgainAfterMethodChange(t *testing.T) {
 	}
 	if got := query(t, db, `SELECT format('%s|%s|%s|%s', id, v, _sdc_deleted_at, _sdc_table_version) FROM s.t`); got != "1|back||2" {
 		t.Fatalf("row after a FULL_TABLE copy: %s", got)
+	}
+}
+
+// TestPostgresFence: when the fence fails (the job's lock was lost), the
+// load is rolled back and no state is committed.
+func TestPostgresFence(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "s", destination.Options{
+		Commit: func(s json.RawMessage) error { commits = append(commits, string(s)); return nil },
+		Clock:  fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Fence: func() error { return errors.New("job lock lost: its session has ended") },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(t, d, `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10}}},"key_properties":["id"]}`,
+		`{"type":"RECORD","stream":"t","record":{"id":1}}`, `{"type":"STATE","value":{"bookmarks":{}}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err == nil || !strings.Contains(err.Error(), "not committed: job lock lost") {
+		t.Fatalf("close: %v", err)
+	}
+	if len(commits) != 0 || query(t, db, `SELECT count(*)::text FROM pg_tables WHERE schemaname = 's'`) != "0" {
+		t.Fatalf("a fenced load left commits %v or tables", commits)
 	}
 }

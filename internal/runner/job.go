@@ -113,6 +113,7 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 			return nil
 		},
 		Clock:         clock,
+		Fence:         store.Held,
 		Log:           targetLog,
 		BatchRows:     in.Destination.BatchRows,
 		BatchInterval: time.Duration(in.Destination.BatchSeconds) * time.Second,

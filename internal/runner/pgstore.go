@@ -247,6 +247,22 @@ func (s *pgStore) Lock(ctx context.Context) (unlock func(), err error) {
 	}, nil
 }
 
+// Held checks that the lock's session is alive: the session holds the
+// lock until unlock, and a session that ended released it.
+func (s *pgStore) Held() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lockConn == nil || s.lockConn.IsClosed() {
+		return errors.New("job lock lost: its session has ended")
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, pgCallTimeout)
+	defer cancel()
+	if _, err := s.lockConn.Exec(ctx, "SELECT 1"); err != nil {
+		return fmt.Errorf("job lock lost: %w", err)
+	}
+	return nil
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

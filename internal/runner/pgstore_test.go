@@ -340,6 +340,9 @@ func TestPostgresStoreLockExclusiveAndNeverStale(t *testing.T) {
 		t.Fatalf("lock after unlock: %v", err)
 	}
 
+	if err := b.Held(); err != nil {
+		t.Fatalf("Held while b holds the lock: %v", err)
+	}
 	// b's machine "dies": its session is terminated by the server.
 	pid := lockHolderPID(t, admin)
 	var ok bool
@@ -356,6 +359,13 @@ func TestPostgresStoreLockExclusiveAndNeverStale(t *testing.T) {
 	}
 	if err := b.CommitState(json.RawMessage(`{"bookmarks":{"s":{"version":1}}}`)); err == nil {
 		t.Fatal("a job whose lock session died committed state")
+	}
+	// The fence a destination asks before it commits a load.
+	if err := b.Held(); err == nil || !strings.Contains(err.Error(), "job lock lost") {
+		t.Fatalf("Held after b's lock session died: %v", err)
+	}
+	if err := a.Held(); err != nil {
+		t.Fatalf("Held while a holds the lock: %v", err)
 	}
 	if got := stateJSON(t, a); !strings.Contains(got, `"version":2`) {
 		t.Fatalf("state after the stale job's commit: %s", got)

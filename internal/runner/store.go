@@ -22,6 +22,9 @@ type Store interface {
 	// Lock takes the integration's job lock; it is released by unlock or
 	// when the holder dies, never left stale.
 	Lock(ctx context.Context) (unlock func(), err error)
+	// Held reports an error once the lock taken by Lock is lost, so that a
+	// job stops loading before another one, holding it now, has loaded.
+	Held() error
 	// State is the last committed state (empty before the first job).
 	State() (*singer.State, error)
 	// CommitState replaces the committed state atomically and durably.
@@ -72,6 +75,9 @@ func openDirStore(root, integration string) (*dirStore, error) {
 }
 
 func (s *dirStore) Close() error { return nil }
+
+// Held: a kernel lock stays held as long as its holder lives.
+func (s *dirStore) Held() error { return nil }
 
 // Lock is the kernel's (flock on an open file), so it goes away with the
 // process that held it.
