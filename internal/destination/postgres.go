@@ -754,18 +754,20 @@ func (m *merger) stagingTable(stream, target string) (string, error) {
 	return name, nil
 }
 
-// applyVersion removes the stream's rows of older versions.
+// applyVersion removes the stream's rows of other versions.
 func (l *postgresLoader) applyVersion(tx pgx.Tx, stream string, version int64) error {
 	table := l.tables[stream]
 	if table == nil {
 		return fmt.Errorf("stream %s: ACTIVATE_VERSION before its SCHEMA", stream)
 	}
-	tag, err := tx.Exec(l.ctx, fmt.Sprintf("DELETE FROM %s WHERE %s IS NULL OR %[2]s < $1", l.qualified(table.name), columnTableVersion), version)
+	// Any other version goes, not only smaller ones: a version is a clock
+	// reading, and the job that made this one may run on a clock behind.
+	tag, err := tx.Exec(l.ctx, fmt.Sprintf("DELETE FROM %s WHERE %s IS DISTINCT FROM $1", l.qualified(table.name), columnTableVersion), version)
 	if err != nil {
 		return fmt.Errorf("stream %s: activate version %d: %w", stream, version, err)
 	}
 	if n := tag.RowsAffected(); n > 0 && l.log != nil {
-		l.log.Info(fmt.Sprintf("stream %s: version %d active, %d rows of older versions removed", stream, version, n))
+		l.log.Info(fmt.Sprintf("stream %s: version %d active, %d rows of other versions removed", stream, version, n))
 	}
 	return nil
 }

@@ -145,6 +145,23 @@ func TestPostgresUpsertDeleteVersions(t *testing.T) {
 	if got := query(t, db, `SELECT string_agg(id || ':' || note || ':' || _sdc_table_version, ',' ORDER BY id) FROM aurora_prod.orders`); got != "3:three again:200,4:four:200" {
 		t.Fatalf("after version 200: %s", got)
 	}
+
+	// A reset's copy made on a clock behind: its smaller version, once
+	// active, still replaces the rows of version 200.
+	d = postgresDest(t, db, "aurora_prod", 1000, &commits)
+	err = send(t, d, ordersSchema,
+		`{"type":"RECORD","stream":"Orders","record":{"id":4,"Total Amount":4,"note":"four once more","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":150}`,
+		`{"type":"ACTIVATE_VERSION","stream":"Orders","version":150}`,
+		`{"type":"STATE","value":{"bookmarks":{"a":{"version":150}}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, `SELECT string_agg(id || ':' || note || ':' || _sdc_table_version, ',' ORDER BY id) FROM aurora_prod.orders`); got != "4:four once more:150" {
+		t.Fatalf("after version 150: %s", got)
+	}
 }
 
 // TestPostgresWideningAndKeyless: new properties become columns, a type
