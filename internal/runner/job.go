@@ -85,7 +85,8 @@ type consoleWriter struct{ w io.Writer }
 func (c *consoleWriter) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 func runJob(ctx context.Context, in *Integration, store Store, clock func() time.Time, tapLog, targetLog *slog.Logger, progress *jobProgress, job *JobRecord) error {
-	if err := checkNaming(in, store); err != nil {
+	firstRun, err := checkNaming(in, store)
+	if err != nil {
 		return err
 	}
 	eng := engine.New(in.config, tapLog, clock)
@@ -93,6 +94,13 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	catalog, err := in.catalog(ctx, eng)
 	if err != nil {
 		return err
+	}
+	// The names are fixed once something may reach the destination, not
+	// by a first job refused before (whose error may ask to change them).
+	if firstRun {
+		if err := store.SaveNaming(namingOf(in)); err != nil {
+			return err
+		}
 	}
 	state, err := store.State()
 	if err != nil {
@@ -201,15 +209,13 @@ func (in *Integration) openDestination(ctx context.Context, opts destination.Opt
 }
 
 // checkNaming refuses a job whose destination names would differ from the
-// ones earlier jobs loaded into, as Stitch does; the first job records them.
-func checkNaming(in *Integration, store Store) error {
-	now := Naming{Name: in.Name, IncludeSchemasInDestinationStreamName: in.config.IncludeSchemasInDestinationStreamName}
+// ones earlier jobs loaded into, as Stitch does; firstRun says none has
+// recorded them yet.
+func checkNaming(in *Integration, store Store) (firstRun bool, err error) {
+	now := namingOf(in)
 	ran, err := store.Naming()
-	if err != nil {
-		return err
-	}
-	if ran == nil {
-		return store.SaveNaming(now)
+	if err != nil || ran == nil {
+		return err == nil, err
 	}
 	var problems []error
 	if ran.Name != now.Name {
@@ -218,7 +224,11 @@ func checkNaming(in *Integration, store Store) error {
 	if ran.IncludeSchemasInDestinationStreamName != now.IncludeSchemasInDestinationStreamName {
 		problems = append(problems, fmt.Errorf("include_schemas_in_destination_stream_name cannot change once the integration has run (it ran with %t): destination table names would change; create a new integration instead", ran.IncludeSchemasInDestinationStreamName))
 	}
-	return errors.Join(problems...)
+	return false, errors.Join(problems...)
+}
+
+func namingOf(in *Integration) Naming {
+	return Naming{Name: in.Name, IncludeSchemasInDestinationStreamName: in.config.IncludeSchemasInDestinationStreamName}
 }
 
 // messageStream is the stream name the tap's messages carry for st.
