@@ -76,6 +76,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	case "run":
 		job, err := RunJob(ctx, in, store, clock, stderr)
 		if err != nil {
+			// A job refused before its log existed (the lock, the store)
+			// has said nothing yet.
+			if job.ID == 0 {
+				fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+			}
 			return 1
 		}
 		printJobs(stdout, []JobRecord{job})
@@ -103,14 +108,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			return 1
 		}
 	case "logs":
-		jobs, err := store.Jobs()
-		if err != nil || len(jobs) == 0 {
-			fmt.Fprintln(stderr, "CRITICAL no job has run yet")
-			return 1
-		}
 		id := *jobID
 		if id == 0 {
-			id = jobs[len(jobs)-1].ID
+			// The newest log, also of a job that crashed before it was
+			// recorded.
+			next, err := store.NextJobID()
+			if err != nil {
+				fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+				return 1
+			}
+			if id = next - 1; id == 0 {
+				fmt.Fprintln(stderr, "CRITICAL no job has run yet")
+				return 1
+			}
 		}
 		data, err := store.ReadLog(id)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -505,5 +506,57 @@ destination: {type: jsonl, path: `+dir+"/out}\n")
 	}
 	if out := mustRead(t, stdout); !strings.Contains(out, "succeeded  30000") || strings.Contains(out, "rows/s") || strings.Contains(out, "\x1b") {
 		t.Fatalf("stdout:\n%q", out)
+	}
+}
+
+// TestStoreAfterCrashes: a job refused by a held lock says so; a history
+// line torn by a crash swallows no later record; the log of a job that
+// crashed before it was recorded is the one `logs` shows.
+func TestStoreAfterCrashes(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY); INSERT INTO t VALUES (1);`)
+	store := t.TempDir()
+	integration := writeIntegration(t, "name: crashed\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: t}]
+destination: {type: jsonl, path: `+t.TempDir()+"}\n")
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatal(out)
+	}
+
+	held, err := runner.OpenStore(context.Background(), store, "crashed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := held.Lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := runMain(t, "run", "--integration", integration, "--store", store)
+	unlock()
+	if code != 1 || !strings.Contains(out, "CRITICAL a job of this integration is already running") {
+		t.Fatalf("run while locked: exit %d\n%s", code, out)
+	}
+
+	// Job 2 crashed: its log exists, its history line is torn.
+	dir := filepath.Join(store, "crashed")
+	if err := os.WriteFile(filepath.Join(dir, "logs", "job-000002.log"), []byte("2026-11-24 12:00:00,000Z main - INFO job 2 started\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "jobs.jsonl"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"id":2,"sta`)
+	f.Close()
+	if code, out := runMain(t, "logs", "--integration", integration, "--store", store); code != 0 || !strings.Contains(out, "job 2 started") {
+		t.Fatalf("logs after a crashed job: exit %d\n%s", code, out)
+	}
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatal(out)
+	}
+	code, out = runMain(t, "jobs", "--integration", integration, "--store", store)
+	if code != 0 || !regexp.MustCompile(`(?m)^1 `).MatchString(out) || !regexp.MustCompile(`(?m)^3 `).MatchString(out) {
+		t.Fatalf("jobs after a torn line:\n%s", out)
 	}
 }

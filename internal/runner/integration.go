@@ -184,26 +184,41 @@ func (d *DestinationSpec) validate() []error {
 	return problems
 }
 
-// expandEnv replaces ${VAR} in string values; an unset variable is an error
-// naming it (never its value).
+// expandEnv replaces ${VAR} in string values, nested ones (ssh_tunnel)
+// included; an unset variable is an error naming it (never its value).
 func expandEnv(conn map[string]any) (map[string]any, error) {
 	envReference := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
-	out := make(map[string]any, len(conn))
 	var problems []error
-	for k, v := range conn {
-		s, ok := v.(string)
-		if !ok {
-			out[k] = v
-			continue
-		}
-		out[k] = envReference.ReplaceAllStringFunc(s, func(ref string) string {
-			name := envReference.FindStringSubmatch(ref)[1]
-			val, set := os.LookupEnv(name)
-			if !set {
-				problems = append(problems, fmt.Errorf("key %q: environment variable %s is not set", k, name))
+	var expand func(path string, v any) any
+	expand = func(path string, v any) any {
+		switch v := v.(type) {
+		case string:
+			return envReference.ReplaceAllStringFunc(v, func(ref string) string {
+				name := envReference.FindStringSubmatch(ref)[1]
+				val, set := os.LookupEnv(name)
+				if !set {
+					problems = append(problems, fmt.Errorf("key %q: environment variable %s is not set", path, name))
+				}
+				return val
+			})
+		case map[string]any:
+			out := make(map[string]any, len(v))
+			for k, x := range v {
+				out[k] = expand(strings.TrimPrefix(path+"."+k, "."), x)
 			}
-			return val
-		})
+			return out
+		case []any:
+			out := make([]any, len(v))
+			for i, x := range v {
+				out[i] = expand(fmt.Sprintf("%s[%d]", path, i), x)
+			}
+			return out
+		}
+		return v
+	}
+	out, _ := expand("", conn).(map[string]any)
+	if out == nil {
+		out = map[string]any{}
 	}
 	return out, errors.Join(problems...)
 }

@@ -36,7 +36,7 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	job := JobRecord{ID: id, Started: clock().UTC(), Rows: map[string]int64{}}
 	logFile, err := store.CreateLog(job.ID)
 	if err != nil {
-		return job, err
+		return JobRecord{}, err
 	}
 	defer logFile.Close()
 	var mu sync.Mutex

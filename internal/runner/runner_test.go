@@ -252,7 +252,7 @@ destination: {type: jsonl, path: %s}
 	}
 
 	bad := writeIntegration(t, `name: ""
-connection: {host: h, user: u, dbname: d, port: nope, password: "${RUNNER_TEST_UNSET_VAR}"}
+connection: {host: h, user: u, dbname: d, port: nope, password: "${RUNNER_TEST_UNSET_VAR}", ssh_tunnel: {host: b, username: u, password: "${RUNNER_TEST_UNSET_TUNNEL}"}}
 default_replication_method: FULL_TABLE
 select_all: true
 tables: [{schema: s, table: t, replication_method: INCREMENTAL}]
@@ -263,7 +263,7 @@ destination: {type: bigquery}
 	if code := runner.Main(context.Background(), []string{"run", "--integration", bad, "--store", store}, &stdout, &stderr, nil); code != 1 {
 		t.Fatalf("bad file: exit %d", code)
 	}
-	for _, want := range []string{`"name" is required`, "RUNNER_TEST_UNSET_VAR is not set", `config key "port"`,
+	for _, want := range []string{`"name" is required`, "RUNNER_TEST_UNSET_VAR is not set", `key "ssh_tunnel.password": environment variable RUNNER_TEST_UNSET_TUNNEL is not set`, `config key "port"`,
 		"select_all\" needs default_replication_method LOG_BASED", "INCREMENTAL needs replication_key", "at least 1h0m0s", `type "bigquery"`} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("validation output lacks %q:\n%s", want, stderr.String())

@@ -214,14 +214,20 @@ func (s *dirStore) NextJobID() (int, error) {
 
 // AppendJob records a finished job.
 func (s *dirStore) AppendJob(j JobRecord) error {
-	f, err := os.OpenFile(s.jobsPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	line, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(s.jobsPath(), os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("record job: %w", err)
 	}
-	line, err := json.Marshal(j)
-	if err != nil {
-		f.Close()
-		return err
+	// A line torn by a crash must not swallow this one.
+	if info, err := f.Stat(); err == nil && info.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, info.Size()-1); err == nil && last[0] != '\n' {
+			line = append([]byte{'\n'}, line...)
+		}
 	}
 	if _, err := f.Write(append(line, '\n')); err != nil {
 		f.Close()
