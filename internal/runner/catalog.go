@@ -79,10 +79,11 @@ func selectColumns(s *singer.Stream, sel Selection) error {
 		known = append(known, name)
 		m.Metadata[singer.MetaSelected] = slices.Contains(sel.Columns, name)
 	}
+	var problems []error
 	for _, c := range sel.Columns {
 		if !slices.Contains(known, c) {
-			return fmt.Errorf("table %s.%s: selected column %q does not exist (or is not readable)", sel.Schema, sel.Table, c)
+			problems = append(problems, fmt.Errorf("table %s.%s: selected column %q does not exist (or is not readable)", sel.Schema, sel.Table, c))
 		}
 	}
-	return nil
+	return errors.Join(problems...)
 }

@@ -82,10 +82,20 @@ func LoadIntegration(path string) (*Integration, error) {
 	var in Integration
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	var problems []error
 	if err := dec.Decode(&in); err != nil {
-		return nil, fmt.Errorf("integration file %s: %w", path, err)
+		// Unknown keys and wrong types still leave the rest decoded, so
+		// they are listed with every other problem; bad syntax is not.
+		var typeErr *yaml.TypeError
+		if !errors.As(err, &typeErr) {
+			return nil, fmt.Errorf("integration file %s: %w", path, err)
+		}
+		for _, e := range typeErr.Errors {
+			problems = append(problems, errors.New(e))
+		}
 	}
-	if err := in.validate(); err != nil {
+	problems = append(problems, in.validate())
+	if err := errors.Join(problems...); err != nil {
 		return nil, fmt.Errorf("integration file %s: %w", path, err)
 	}
 	return &in, nil
@@ -105,6 +115,9 @@ func (in *Integration) validate() error {
 	}
 	if in.DefaultReplicationMethod != "" {
 		conn["default_replication_method"] = in.DefaultReplicationMethod
+	} else if m, ok := conn["default_replication_method"].(string); ok {
+		// Where a tap config keeps it.
+		in.DefaultReplicationMethod = m
 	}
 	raw, err := json.Marshal(conn)
 	if err != nil {

@@ -45,6 +45,11 @@ func Report(jobs []JobRecord, now time.Time) LoadingReport {
 			bookmark := noBookmark
 			if v, ok := j.Bookmarks[s]; ok {
 				bookmark = string(v)
+				// A string shows as its text; other values as JSON.
+				var text string
+				if json.Unmarshal(v, &text) == nil {
+					bookmark = text
+				}
 			}
 			r.Loads = append(r.Loads, TableLoad{Job: j.ID, Finished: j.Finished, Stream: s, Rows: j.Rows[s],
 				Duration: tableDuration(j, s).String(), Bookmark: bookmark, Status: j.Status, Error: j.Error})

@@ -190,7 +190,7 @@ destination:
 		t.Fatalf("jobs:\n%s", stdout)
 	}
 	code, report, _ := run("report")
-	if code != 0 || !strings.Contains(report, "Bookmark Unavailable") || !strings.Contains(report, `"2024-03-01T00:00:00+00:00"`) ||
+	if code != 0 || !strings.Contains(report, "Bookmark Unavailable") || !strings.Contains(report, "  2024-03-01T00:00:00+00:00  ") ||
 		!strings.Contains(report, "ROWS IN THE LAST 24 H") {
 		t.Fatalf("report:\n%s", report)
 	}
@@ -257,14 +257,16 @@ default_replication_method: FULL_TABLE
 select_all: true
 tables: [{schema: s, table: t, replication_method: INCREMENTAL}]
 schedule: {frequency: 30m, anchor: "2024-01-01T00:00:00Z"}
-destination: {type: bigquery}
+destination: {type: bigquery, batch_rows: many}
+colour: red
 `)
 	stderr.Reset()
 	if code := runner.Main(context.Background(), []string{"run", "--integration", bad, "--store", store}, &stdout, &stderr, nil); code != 1 {
 		t.Fatalf("bad file: exit %d", code)
 	}
 	for _, want := range []string{`"name" is required`, "RUNNER_TEST_UNSET_VAR is not set", `key "ssh_tunnel.password": environment variable RUNNER_TEST_UNSET_TUNNEL is not set`, `config key "port"`,
-		"select_all\" needs default_replication_method LOG_BASED", "INCREMENTAL needs replication_key", "at least 1h0m0s", `type "bigquery"`} {
+		"select_all\" needs default_replication_method LOG_BASED", "INCREMENTAL needs replication_key", "at least 1h0m0s", `type "bigquery"`,
+		"field colour not found", "cannot unmarshal !!str `many`"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("validation output lacks %q:\n%s", want, stderr.String())
 		}
