@@ -8,12 +8,18 @@ import (
 	"os/exec"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 )
 
 // CheckPostgres connects to the destination and checks that the role can
 // create the schema or, when it exists, create tables in it.
 func CheckPostgres(ctx context.Context, dsn, schema string) (string, error) {
-	conn, err := pgx.Connect(ctx, dsn)
+	cfg, err := connect.ParseDSN(dsn)
+	if err != nil {
+		return "", fmt.Errorf("postgres destination: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return "", fmt.Errorf("postgres destination: connect: %w", err)
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 )
 
 // The columns Stitch adds to every table.
@@ -117,7 +119,7 @@ func (r *recordRun) add(v []byte) {
 // OpenPostgres loads into schema (created when missing) of the database dsn
 // names.
 func OpenPostgres(ctx context.Context, dsn, schema string, opts Options) (Destination, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	cfg, err := connect.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres destination: dsn: %w", err)
 	}

@@ -358,6 +358,10 @@ destination: `+destination+"\n")
 	if code != 1 || !strings.Contains(out, `ERROR postgres destination: connect:`) || !strings.Contains(out, `database "no_such_db_zz" does not exist`) {
 		t.Fatalf("check with a missing destination database: exit %d\n%s", code, out)
 	}
+	code, out = runMain(t, "check", "--integration", file(`{type: postgres, dsn: "host=h password='it\\'s S3cretPW' sslmode=bogus"}`))
+	if code != 1 || strings.Contains(out, "S3cret") || !strings.Contains(out, "sslmode is invalid") {
+		t.Fatalf("check with a bad destination dsn: exit %d\n%s", code, out)
+	}
 	code, out = runMain(t, "check", "--integration", file(`{type: singer, command: [no-such-target-zz]}`))
 	if code != 1 || !strings.Contains(out, "ERROR singer target:") {
 		t.Fatalf("check with a missing target: exit %d\n%s", code, out)

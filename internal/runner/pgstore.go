@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
@@ -62,7 +63,7 @@ func openPgStore(ctx context.Context, location, integration string) (*pgStore, e
 		}
 		schema = s
 	}
-	config, err := pgx.ParseConfig(dsn)
+	config, err := connect.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
