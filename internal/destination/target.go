@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // singerTarget pipes the messages into a Singer target command. The target
@@ -37,6 +38,10 @@ func OpenSingerTarget(command []string, opts Options) (Destination, error) {
 		return nil, errors.New("singer target: no command")
 	}
 	cmd := exec.Command(command[0], command[1:]...)
+	// Its own process group: a Ctrl-C at the terminal stops the runner,
+	// which ends the target's input so that it loads and prints its last
+	// state, instead of killing it at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var pipes []io.Closer
 	fail := func(err error) (Destination, error) {
 		for _, p := range pipes {

@@ -564,3 +564,55 @@ destination: {type: jsonl, path: `+t.TempDir()+"}\n")
 		t.Fatalf("jobs after a torn line:\n%s", out)
 	}
 }
+
+// TestJobStoppedBySignal: a job cancelled mid-copy (SIGTERM in serve or
+// run) commits its last STATE, is recorded as stopped, not failed, and the
+// next job resumes the copy.
+func TestJobStoppedBySignal(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE big (id integer PRIMARY KEY, v text); INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 300000) g;`)
+	store, out := t.TempDir(), t.TempDir()
+	integration := writeIntegration(t, "name: stoppable\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: big}]
+destination: {type: jsonl, path: `+out+`, batch_rows: 2000}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stateFile := filepath.Join(store, "stoppable", "state.json")
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := os.Stat(stateFile); err == nil {
+				cancel()
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	var stdout, stderr bytes.Buffer
+	if code := runner.Main(ctx, []string{"run", "--integration", integration, "--store", store}, &stdout, &stderr, nil); code != 1 {
+		t.Fatalf("stopped job: exit %d\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "main - WARNING job 1 stopped by a signal") || strings.Contains(stderr.String(), "CRITICAL") {
+		t.Fatalf("stopped job's log:\n%s", stderr.String())
+	}
+	if state := mustRead(t, stateFile); !strings.Contains(state, "last_pk_fetched") {
+		t.Fatalf("state of a stopped copy: %s (the job finished before it was stopped?)", state)
+	}
+	if code, output := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatal(output)
+	}
+	code, jobs := runMain(t, "jobs", "--integration", integration, "--store", store)
+	if code != 0 || !regexp.MustCompile(`(?m)^1 .* stopped `).MatchString(jobs) || !regexp.MustCompile(`(?m)^2 .* succeeded `).MatchString(jobs) {
+		t.Fatalf("jobs:\n%s", jobs)
+	}
+	seen := map[float64]bool{}
+	for _, m := range readLines(t, filepath.Join(out, "big.jsonl")) {
+		if rec, ok := m["record"].(map[string]any); ok {
+			seen[rec["id"].(float64)] = true
+		}
+	}
+	if len(seen) != 300000 {
+		t.Fatalf("%d distinct rows loaded over both jobs", len(seen))
+	}
+}

@@ -64,19 +64,28 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	}
 	job.Finished = clock().UTC()
 	job.Status = "succeeded"
-	if err != nil {
+	switch {
+	case errors.Is(err, errStopped):
+		job.Status = "stopped"
+	case err != nil:
 		job.Status, job.Error = "failed", err.Error()
 	}
-	if herr := store.AppendJob(job); herr != nil {
-		err = errors.Join(err, herr)
+	herr := store.AppendJob(job)
+	if errors.Is(err, errStopped) && herr == nil {
+		mainLog.Warn(fmt.Sprintf("job %d stopped by a signal; what it loaded is committed, the next job goes on from there", job.ID))
+		return job, err
 	}
-	if err != nil {
+	if err = errors.Join(err, herr); err != nil {
 		mainLog.Log(ctx, logging.LevelCritical, err.Error())
 		return job, err
 	}
 	mainLog.Info(fmt.Sprintf("job %d succeeded in %s", job.ID, job.Finished.Sub(job.Started).Round(time.Millisecond)))
 	return job, nil
 }
+
+// errStopped ends a job that a signal stopped cleanly: the tap ended with
+// a last STATE and the destination committed it.
+var errStopped = errors.New("job stopped by a signal")
 
 // consoleWriter is where log lines go on stderr: through the progress bars
 // while they are drawn.
@@ -160,6 +169,9 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 			continue
 		}
 		job.Bookmarks[messageStream(st, in.config.IncludeSchemasInDestinationStreamName)] = b.ReplicationKeyValue
+	}
+	if closeErr == nil && ctx.Err() != nil && errors.Is(syncErr, ctx.Err()) {
+		return errStopped
 	}
 	return errors.Join(syncErr, closeErr)
 }
