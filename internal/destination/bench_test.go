@@ -26,7 +26,7 @@ func benchmarkLoad(b *testing.B, existing bool) {
 	db := testpg.NewDatabase(b, pg)
 	input := wideRecords(b.N)
 	load := func() {
-		d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "bench", destination.Options{
+		d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "bench", "test", destination.Options{
 			Commit: func(json.RawMessage) error { return nil }, Clock: fixedClock,
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})

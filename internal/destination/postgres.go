@@ -47,6 +47,7 @@ type postgresLoader struct {
 	ctx      context.Context
 	conn     *pgx.Conn
 	dbSchema string
+	owner    string
 	clock    func() time.Time
 	log      *slog.Logger
 	tables   map[string]*pgTable
@@ -117,8 +118,9 @@ func (r *recordRun) add(v []byte) {
 }
 
 // OpenPostgres loads into schema (created when missing) of the database dsn
-// names.
-func OpenPostgres(ctx context.Context, dsn, schema string, opts Options) (Destination, error) {
+// names, for owner (the integration): tables another owner made are
+// refused.
+func OpenPostgres(ctx context.Context, dsn, schema, owner string, opts Options) (Destination, error) {
 	cfg, err := connect.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres destination: dsn: %w", err)
@@ -136,7 +138,7 @@ func OpenPostgres(ctx context.Context, dsn, schema string, opts Options) (Destin
 	}
 	// The job's cancellation (SIGTERM) ends the tap with a last STATE; the
 	// load that makes it committable must still run.
-	l := &postgresLoader{ctx: context.WithoutCancel(ctx), conn: conn, dbSchema: schema, fence: opts.Fence, clock: opts.Clock, log: opts.Log,
+	l := &postgresLoader{ctx: context.WithoutCancel(ctx), conn: conn, dbSchema: schema, owner: owner, fence: opts.Fence, clock: opts.Clock, log: opts.Log,
 		tables: map[string]*pgTable{}, streamOfTable: map[string]string{}}
 	return newBatching(l, opts), nil
 }
@@ -312,9 +314,12 @@ func (l *postgresLoader) qualified(table string) string {
 	return pgx.Identifier{l.dbSchema, table}.Sanitize()
 }
 
-// streamComment marks a table with the stream it holds, so a later stream
-// whose name makes the same table name is caught, across jobs.
-func streamComment(stream string) string { return "tap-postgres stream " + stream }
+// streamComment marks a table with the stream and the integration it
+// holds, so that a later stream whose name makes the same table name, or
+// another integration loading into the same schema, is caught across jobs.
+func (l *postgresLoader) streamComment(stream string) string {
+	return fmt.Sprintf("tap-postgres stream %s of integration %s", stream, l.owner)
+}
 
 // applySchema creates the stream's table or widens it: new properties
 // become columns, and a column whose type no longer fits is widened
@@ -342,12 +347,12 @@ func (l *postgresLoader) applySchema(tx pgx.Tx, stream string, w *wantedTable) e
 	if err != nil {
 		return fmt.Errorf("stream %s: look up table %s: %w", stream, l.qualified(name), err)
 	}
-	if comment == nil || *comment != streamComment(stream) {
-		holder := "something other than tap-postgres"
-		if comment != nil && strings.HasPrefix(*comment, streamComment("")) {
-			holder = fmt.Sprintf("stream %q", strings.TrimPrefix(*comment, streamComment("")))
+	if comment == nil || *comment != l.streamComment(stream) {
+		holder := "was not made by tap-postgres"
+		if comment != nil {
+			holder = fmt.Sprintf("is marked %q", *comment)
 		}
-		return fmt.Errorf("stream %q loads into table %s, which holds %s: rename one of them or leave one out", stream, l.qualified(name), holder)
+		return fmt.Errorf("stream %q of integration %s loads into table %s, which %s: rename one of them or leave one out", stream, l.owner, l.qualified(name), holder)
 	}
 	return l.widenTable(tx, table, w)
 }
@@ -376,7 +381,7 @@ func (l *postgresLoader) createTable(tx pgx.Tx, table *pgTable, w *wantedTable) 
 	if _, err := tx.Exec(l.ctx, ddl.String()); err != nil {
 		return fmt.Errorf("stream %s: create table %s: %w", table.stream, l.qualified(table.name), err)
 	}
-	if _, err := tx.Exec(l.ctx, fmt.Sprintf("COMMENT ON TABLE %s IS %s", l.qualified(table.name), quoteLiteral(streamComment(table.stream)))); err != nil {
+	if _, err := tx.Exec(l.ctx, fmt.Sprintf("COMMENT ON TABLE %s IS %s", l.qualified(table.name), quoteLiteral(l.streamComment(table.stream)))); err != nil {
 		return fmt.Errorf("stream %s: comment on table %s: %w", table.stream, l.qualified(table.name), err)
 	}
 	for _, c := range w.columns {

@@ -29,7 +29,7 @@ func fixedClock() time.Time { return time.Date(2026, 11, 24, 12, 0, 0, 0, time.U
 // database and records the states it commits.
 func postgresDest(t *testing.T, db, schema string, batchRows int, commits *[]string) destination.Destination {
 	t.Helper()
-	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), schema, destination.Options{
+	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), schema, "test", destination.Options{
 		Commit: func(s json.RawMessage) error {
 			*commits = append(*commits, string(s))
 			return nil
@@ -272,7 +272,7 @@ func TestPostgresNameCollisionsAndBadRecords(t *testing.T) {
 	if err == nil {
 		err = d.Close()
 	}
-	if err == nil || !strings.Contains(err.Error(), `which holds something other than tap-postgres`) {
+	if err == nil || !strings.Contains(err.Error(), `which was not made by tap-postgres`) {
 		t.Fatalf("error %v", err)
 	}
 	d = postgresDest(t, db, "s", 1000, &commits)
@@ -290,6 +290,21 @@ func TestPostgresNameCollisionsAndBadRecords(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "key changed from (a) to (a, b)") {
 		t.Fatalf("error %v", err)
 	}
+
+	// Another integration loading into the same schema.
+	other, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "s", "other", destination.Options{
+		Commit: func(json.RawMessage) error { return nil }, Clock: fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = send(t, other, schemaOf("k", intProp("a")+","+intProp("b"), `"a"`), `{"type":"STATE","value":{}}`)
+	if err == nil {
+		err = other.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), `which is marked "tap-postgres stream k of integration test"`) {
+		t.Fatalf("error %v", err)
+	}
 }
 
 // TestPostgresCommitsAfterLoading: a state is committed only when the rows
@@ -298,7 +313,7 @@ func TestPostgresCommitsAfterLoading(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)
 	var visible []string
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := destination.OpenPostgres(ctx, pg.ConnString(db), "s", destination.Options{
+	d, err := destination.OpenPostgres(ctx, pg.ConnString(db), "s", "test", destination.Options{
 		Commit: func(s json.RawMessage) error {
 			visible = append(visible, string(s)+"="+query(t, db, "SELECT count(*)::text FROM s.t"))
 			return nil
@@ -420,7 +435,7 @@ func TestPostgresLiveAgainAfterMethodChange(t *testing.T) {
 func TestPostgresFence(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)
 	var commits []string
-	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "s", destination.Options{
+	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "s", "test", destination.Options{
 		Commit: func(s json.RawMessage) error { commits = append(commits, string(s)); return nil },
 		Clock:  fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Fence: func() error { return errors.New("job lock lost: its session has ended") },

@@ -212,7 +212,7 @@ func logBookmarkChanges(log *slog.Logger, before, after *singer.State) {
 func (in *Integration) openDestination(ctx context.Context, opts destination.Options) (destination.Destination, error) {
 	switch d := in.Destination; d.Type {
 	case "postgres":
-		return destination.OpenPostgres(ctx, d.dsn, in.DestinationSchema(), opts)
+		return destination.OpenPostgres(ctx, d.dsn, in.DestinationSchema(), in.StoreKey(), opts)
 	case "singer":
 		return destination.OpenSingerTarget(d.Command, opts)
 	default:
