@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,8 +15,20 @@ import (
 // rather than their partitions, each LOG_BASED; tables created since the
 // last job are picked up because every job discovers again. Columns are all
 // synced unless a selection lists them (new columns included).
-func (in *Integration) applySelections(cat *singer.Catalog) error {
-	var problems []error
+//
+// A selected table that is missing or whose listed columns are not there is
+// left out of this job (skipped), so that the other tables go on; a
+// LOG_BASED one stops the job instead (fatal): the database's slot would
+// move past its changes.
+func (in *Integration) applySelections(cat *singer.Catalog) (skipped, fatal error) {
+	var skips, fatals []error
+	problem := func(method string, err error) {
+		if strings.ToUpper(cmp.Or(method, in.DefaultReplicationMethod)) == "LOG_BASED" {
+			fatals = append(fatals, err)
+		} else {
+			skips = append(skips, err)
+		}
+	}
 	for _, sel := range in.Tables {
 		db := sel.Database
 		if db == "" {
@@ -42,12 +55,13 @@ func (in *Integration) applySelections(cat *singer.Catalog) error {
 			}
 			if sel.Columns != nil {
 				if err := selectColumns(s, sel); err != nil {
-					problems = append(problems, err)
+					s.SetEntry(singer.MetaSelected, false)
+					problem(sel.ReplicationMethod, err)
 				}
 			}
 		}
 		if !found {
-			problems = append(problems, fmt.Errorf("table %s.%s.%s is selected but was not discovered (missing, or not readable by the user)", db, sel.Schema, sel.Table))
+			problem(sel.ReplicationMethod, fmt.Errorf("table %s.%s.%s is selected but was not discovered (missing, or not readable by the user)", db, sel.Schema, sel.Table))
 		}
 	}
 	if in.SelectAll {
@@ -64,7 +78,7 @@ func (in *Integration) applySelections(cat *singer.Catalog) error {
 			}
 		}
 	}
-	return errors.Join(problems...)
+	return errors.Join(skips...), errors.Join(fatals...)
 }
 
 // selectColumns deselects the columns a selection does not list; key

@@ -219,11 +219,14 @@ func Check(ctx context.Context, in *Integration, w io.Writer) error {
 	}
 	eng := engine.New(in.config, logging.New(io.Discard, slog.LevelError), time.Now)
 	defer eng.Close()
-	catalog, err := in.catalog(ctx, eng)
+	catalog, skipped, err := in.catalog(ctx, eng)
 	if err != nil {
 		return err
 	}
-	sourceErr := eng.Check(ctx, catalog, w)
+	for _, e := range splitJoined(skipped) {
+		fmt.Fprintf(w, "ERROR %v\n", e)
+	}
+	sourceErr := errors.Join(eng.Check(ctx, catalog, w), skipped)
 	var line string
 	switch d := in.Destination; d.Type {
 	case "postgres":

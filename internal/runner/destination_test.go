@@ -616,3 +616,48 @@ destination: {type: jsonl, path: `+out+`, batch_rows: 2000}
 		t.Fatalf("%d distinct rows loaded over both jobs", len(seen))
 	}
 }
+
+// TestMissingTableSkipped: a FULL_TABLE or INCREMENTAL table that is gone
+// is left out while the others load, and the job ends failed naming it; a
+// missing LOG_BASED table stops the job before anything (the slot would
+// move past its changes).
+func TestMissingTableSkipped(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE stays (id int PRIMARY KEY); INSERT INTO stays VALUES (1);
+		CREATE TABLE goes (id int PRIMARY KEY); INSERT INTO goes VALUES (1);`)
+	out, store := t.TempDir(), t.TempDir()
+	integration := writeIntegration(t, "name: partial\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: stays}, {schema: public, table: goes}, {schema: public, table: stays, columns: [nope]}]
+destination: {type: jsonl, path: `+out+"}\n")
+	code, output := runMain(t, "run", "--integration", integration, "--store", store)
+	if code != 1 || !strings.Contains(output, `tap - ERROR table left out of this job: table public.stays: selected column "nope" does not exist`) {
+		t.Fatalf("a selection with a missing column: exit %d\n%s", code, output)
+	}
+	if n := recordCount(readLines(t, filepath.Join(out, "goes.jsonl"))); n != 1 {
+		t.Fatalf("the other table: %d records", n)
+	}
+
+	testpg.Exec(t, pg, db, `DROP TABLE goes; INSERT INTO stays VALUES (2);`)
+	integration = writeIntegration(t, "name: partial\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: stays}, {schema: public, table: goes}]
+destination: {type: jsonl, path: `+out+"}\n")
+	code, output = runMain(t, "run", "--integration", integration, "--store", store)
+	if code != 1 || !strings.Contains(output, "table left out of this job: table "+db+".public.goes is selected but was not discovered") {
+		t.Fatalf("a dropped table: exit %d\n%s", code, output)
+	}
+	if n := recordCount(readLines(t, filepath.Join(out, "stays.jsonl"))); n != 2 {
+		t.Fatalf("the table that stays: %d records, want its 2 rows", n)
+	}
+	if _, jobs := runMain(t, "jobs", "--integration", integration, "--store", store); !regexp.MustCompile(`(?m)^2 .* failed .*goes is selected but was not discovered`).MatchString(jobs) {
+		t.Fatalf("jobs:\n%s", jobs)
+	}
+
+	logBased := writeIntegration(t, "name: partial log\n"+connectionYAML(db)+`default_replication_method: LOG_BASED
+tables: [{schema: public, table: stays, replication_method: FULL_TABLE}, {schema: public, table: goes}]
+destination: {type: jsonl, path: `+t.TempDir()+"}\n")
+	code, output = runMain(t, "run", "--integration", logBased, "--store", store)
+	if code != 1 || !strings.Contains(output, "CRITICAL table "+db+".public.goes is selected but was not discovered") {
+		t.Fatalf("a dropped LOG_BASED table: exit %d\n%s", code, output)
+	}
+}

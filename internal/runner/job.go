@@ -100,9 +100,13 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	}
 	eng := engine.New(in.config, tapLog, clock)
 	defer eng.Close()
-	catalog, err := in.catalog(ctx, eng)
+	catalog, skipped, err := in.catalog(ctx, eng)
 	if err != nil {
 		return err
+	}
+	// The other tables go on; the job ends failed, naming the skipped ones.
+	for _, e := range splitJoined(skipped) {
+		tapLog.Error("table left out of this job: " + e.Error())
 	}
 	// The names are fixed once something may reach the destination, not
 	// by a first job refused before (whose error may ask to change them).
@@ -170,10 +174,10 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		}
 		job.Bookmarks[messageStream(st, in.config.IncludeSchemasInDestinationStreamName)] = b.ReplicationKeyValue
 	}
-	if closeErr == nil && ctx.Err() != nil && errors.Is(syncErr, ctx.Err()) {
+	if closeErr == nil && skipped == nil && ctx.Err() != nil && errors.Is(syncErr, ctx.Err()) {
 		return errStopped
 	}
-	return errors.Join(syncErr, closeErr)
+	return errors.Join(syncErr, closeErr, skipped)
 }
 
 // logBookmarkChanges logs each bookmark that a commit moves, as Stitch does:
@@ -273,19 +277,21 @@ func copyTotals(catalog *singer.Catalog, state *singer.State, includeSchema bool
 	return totals
 }
 
-// catalog discovers the source and selects what the integration does.
-func (in *Integration) catalog(ctx context.Context, eng *engine.Engine) (*singer.Catalog, error) {
-	catalog, err := eng.Discover(ctx)
+// catalog discovers the source and selects what the integration does;
+// skipped lists the selected tables left out of this job.
+func (in *Integration) catalog(ctx context.Context, eng *engine.Engine) (catalog *singer.Catalog, skipped, err error) {
+	catalog, err = eng.Discover(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := in.applySelections(catalog); err != nil {
-		return nil, err
+	skipped, err = in.applySelections(catalog)
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := distinctStreamNames(catalog, in.config.IncludeSchemasInDestinationStreamName); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return catalog, nil
+	return catalog, skipped, nil
 }
 
 // distinctStreamNames refuses two selected tables whose messages would
@@ -308,4 +314,15 @@ func distinctStreamNames(catalog *singer.Catalog, includeSchema bool) error {
 		byName[name] = st.TapStreamID
 	}
 	return errors.Join(problems...)
+}
+
+// splitJoined lists the errors errors.Join put together.
+func splitJoined(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		return joined.Unwrap()
+	}
+	return []error{err}
 }
