@@ -127,6 +127,10 @@ func OpenPostgres(ctx context.Context, dsn, schema, owner string, opts Options) 
 	}
 	// quoteLiteral relies on it; it has been the default since 9.1.
 	cfg.RuntimeParams["standard_conforming_strings"] = "on"
+	// A committed load must survive a server crash before its state is
+	// committed, whatever the server's default.
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	// A batch's staging table stays in memory.
 	cfg.RuntimeParams["temp_buffers"] = "128MB"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
