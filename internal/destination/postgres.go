@@ -136,7 +136,14 @@ func OpenPostgres(ctx context.Context, dsn, schema, owner string, opts Options) 
 	if err != nil {
 		return nil, fmt.Errorf("postgres destination: connect: %w", err)
 	}
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+	// CREATE SCHEMA needs the CREATE privilege on the database even when
+	// the schema exists: a role granted only its schema must not get there.
+	var exists bool
+	err = conn.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)", schema).Scan(&exists)
+	if err == nil && !exists {
+		_, err = conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize())
+	}
+	if err != nil {
 		conn.Close(ctx)
 		return nil, fmt.Errorf("postgres destination: create schema %s: %w", schema, err)
 	}

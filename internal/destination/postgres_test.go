@@ -454,3 +454,40 @@ func TestPostgresFence(t *testing.T) {
 		t.Fatalf("a fenced load left commits %v or tables", commits)
 	}
 }
+
+// TestPostgresLeastPrivilegedRole loads as a role that may create tables
+// in its schema only (no CREATE on the database).
+func TestPostgresLeastPrivilegedRole(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	role := "loader_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN PASSWORD 'pw'; CREATE SCHEMA warehouse AUTHORIZATION %[1]s;
+		REVOKE CREATE ON DATABASE %[2]q FROM PUBLIC; REVOKE CREATE ON SCHEMA public FROM PUBLIC;`, role, db))
+	t.Cleanup(func() {
+		testpg.Exec(t, pg, db, "DROP OWNED BY "+role)
+		testpg.Exec(t, pg, "postgres", "DROP ROLE "+role)
+	})
+	dsn := fmt.Sprintf("postgres://%s:pw@%s:%d/%s?sslmode=disable", role, pg.Host, pg.Port, db)
+	var commits []string
+	d, err := destination.OpenPostgres(context.Background(), dsn, "warehouse", "test", destination.Options{
+		Commit: func(s json.RawMessage) error { commits = append(commits, string(s)); return nil },
+		Clock:  fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(t, d, `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10}}},"key_properties":["id"]}`,
+		`{"type":"RECORD","stream":"t","record":{"id":1}}`, `{"type":"STATE","value":{"bookmarks":{}}}`,
+		`{"type":"RECORD","stream":"t","record":{"id":1}}`, `{"type":"STATE","value":{"bookmarks":{"x":{}}}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, "SELECT count(*)::text FROM warehouse.t"); got != "1" || len(commits) != 1 {
+		t.Fatalf("rows %s, commits %v", got, commits)
+	}
+	if _, err := destination.OpenPostgres(context.Background(), dsn, "elsewhere", "test", destination.Options{Clock: fixedClock}); err == nil ||
+		!strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("a schema the role may not create: %v", err)
+	}
+}
