@@ -125,9 +125,10 @@ type batching struct {
 	loaded   map[string]int64
 	// lastStream is the stream of the last record.
 	lastStream string
-	// failed: a message could not be loaded, so no later state may be
-	// committed by this job.
+	// failed: a message could not be loaded (err says why), so no later
+	// state may be committed by this job.
 	failed bool
+	err    error
 	// loading reports the end of the load (and commit) in flight; nil when
 	// none runs.
 	loading chan error
@@ -150,11 +151,22 @@ func newBatching(l loader, opts Options) *batching {
 func (b *batching) Rows() map[string]int64 { return b.loaded }
 
 func (b *batching) Write(p []byte) (int, error) {
+	if b.failed {
+		return 0, fmt.Errorf("destination: nothing more is taken after a failure: %w", b.err)
+	}
 	if err := b.lines.each(p, b.line); err != nil {
-		b.failed = true
+		b.fail(err)
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// fail records the first failure: from then on nothing is loaded or
+// committed.
+func (b *batching) fail(err error) {
+	if !b.failed {
+		b.failed, b.err = true, err
+	}
 }
 
 // lineSplitter hands on whole lines of writes in any chunking.
@@ -248,7 +260,7 @@ func (b *batching) wait() error {
 	err := <-b.loading
 	b.loading = nil
 	if err != nil {
-		b.failed = true
+		b.fail(err)
 	}
 	return err
 }
@@ -264,6 +276,10 @@ func (b *batching) Close() error {
 	}
 	if werr := b.wait(); err == nil {
 		err = werr
+	}
+	if err == nil && b.failed {
+		// Said again here: the writer may not have passed it on.
+		err = fmt.Errorf("destination: nothing committed after the failure: %w", b.err)
 	}
 	if cerr := b.load.close(); err == nil {
 		err = cerr

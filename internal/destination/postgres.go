@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
@@ -358,6 +359,14 @@ func (l *postgresLoader) applySchema(tx pgx.Tx, stream string, w *wantedTable) e
 	if err != nil {
 		return fmt.Errorf("stream %s: look up table %s: %w", stream, l.qualified(name), err)
 	}
+	// Tables of the first releases name their stream only: adopted.
+	if comment != nil && *comment == "tap-postgres stream "+stream {
+		if _, err := tx.Exec(l.ctx, fmt.Sprintf("COMMENT ON TABLE %s IS %s", l.qualified(name), quoteLiteral(l.streamComment(stream)))); err != nil {
+			return fmt.Errorf("stream %s: comment on table %s: %w", stream, l.qualified(name), err)
+		}
+		comment = new(string)
+		*comment = l.streamComment(stream)
+	}
 	if comment == nil || *comment != l.streamComment(stream) {
 		holder := "was not made by tap-postgres"
 		if comment != nil {
@@ -616,7 +625,7 @@ func foldRows(stream string, table *pgTable, runs []*recordRun, properties []str
 					if isNull(v) {
 						return nil, fmt.Errorf("stream %s: a record's key property %q is null", stream, table.keys[i])
 					}
-					key = append(append(key, v...), 0)
+					key = append(appendKeyValue(key, v), 0)
 				}
 				if found, ok := byKey[string(key)]; ok {
 					j = found
@@ -636,6 +645,28 @@ func foldRows(stream string, table *pgTable, runs []*recordRun, properties []str
 		}
 	}
 	return rows, nil
+}
+
+// appendKeyValue appends a key value in a form equal for values the
+// table's key holds equal: a string's contents, a number's exact value
+// (2.0, 2.00 and 2 are one key), other values as written.
+func appendKeyValue(dst, v []byte) []byte {
+	switch {
+	case v[0] == '"':
+		if out, err := appendUnquoted(append(dst, 's'), v); err == nil {
+			return out
+		}
+	case validNumber(v) && len(v) <= 100:
+		var exact big.Rat
+		// Exponents are bounded: 1e999999999 would take memory as a
+		// fraction.
+		if e := bytes.IndexAny(v, "eE"); e < 0 || len(v)-e <= 4 {
+			if _, ok := exact.SetString(string(v)); ok {
+				return append(append(dst, 'n'), exact.RatString()...)
+			}
+		}
+	}
+	return append(append(dst, 'r'), v...)
 }
 
 // load writes one group of rows. Keys are unique once folded, so rows

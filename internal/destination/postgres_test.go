@@ -491,3 +491,81 @@ func TestPostgresLeastPrivilegedRole(t *testing.T) {
 		t.Fatalf("a schema the role may not create: %v", err)
 	}
 }
+
+// TestPostgresKeysEqualByValue: key values PostgreSQL holds equal fold
+// into one row though written differently (2.0 and 2.00, as a LOG_BASED key
+// update emits them).
+func TestPostgresKeysEqualByValue(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d := postgresDest(t, db, "s", 1000, &commits)
+	err := send(t, d, `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["number"]},"v":{"type":["null","string"]},"_sdc_deleted_at":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`,
+		`{"type":"RECORD","stream":"t","record":{"id":2.0,"v":"new","_sdc_deleted_at":null}}`,
+		`{"type":"RECORD","stream":"t","record":{"id":2.0,"_sdc_deleted_at":"2026-01-01T00:00:00+00:00"}}`,
+		`{"type":"RECORD","stream":"t","record":{"id":2.00,"v":"b","_sdc_deleted_at":null}}`,
+		`{"type":"STATE","value":{"bookmarks":{}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, `SELECT string_agg(format('%s|%s|%s', id, v, _sdc_deleted_at), ',') FROM s.t`); got != "2.00|b|" {
+		t.Fatalf("rows: %s", got)
+	}
+}
+
+// TestPostgresAdoptsFirstReleaseTables: a table whose comment names only
+// its stream (as the first releases wrote it) is taken as the stream's.
+func TestPostgresAdoptsFirstReleaseTables(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	schema := `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10}}},"key_properties":["id"]}`
+	d := postgresDest(t, db, "s", 1000, &commits)
+	if err := send(t, d, schema, `{"type":"RECORD","stream":"t","record":{"id":1}}`, `{"type":"STATE","value":{"bookmarks":{}}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testpg.Exec(t, pg, db, `COMMENT ON TABLE s.t IS 'tap-postgres stream t'`)
+	d = postgresDest(t, db, "s", 1000, &commits)
+	if err := send(t, d, schema, `{"type":"RECORD","stream":"t","record":{"id":2}}`, `{"type":"STATE","value":{"bookmarks":{}}}`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := query(t, db, `SELECT count(*) || ' ' || obj_description('s.t'::regclass, 'pg_class') FROM s.t`); got != "2 tap-postgres stream t of integration test" {
+		t.Fatalf("adopted table: %s", got)
+	}
+}
+
+// TestPostgresFailedLoadIsReported: after a load fails in the background,
+// later writes are refused and Close reports the failure, so a job is never
+// taken as cleanly stopped.
+func TestPostgresFailedLoadIsReported(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d := postgresDest(t, db, "s", 1, &commits)
+	testpg.Exec(t, pg, db, `CREATE SCHEMA IF NOT EXISTS s`)
+	err := send(t, d, `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10},"d":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`,
+		`{"type":"RECORD","stream":"t","record":{"id":1,"d":"2024-01-01"}}`, `{"type":"STATE","value":{"bookmarks":{"n":1}}}`,
+		// Valid JSON and ISO 8601, but no date PostgreSQL accepts.
+		`{"type":"RECORD","stream":"t","record":{"id":2,"d":"2024-02-30"}}`, `{"type":"STATE","value":{"bookmarks":{"n":2}}}`,
+		`{"type":"RECORD","stream":"t","record":{"id":3,"d":"2024-03-01"}}`, `{"type":"STATE","value":{"bookmarks":{"n":3}}}`)
+	// The failure surfaces at a later write or at Close.
+	for i := 0; err == nil && i < 100; i++ {
+		_, err = d.Write([]byte(`{"type":"STATE","value":{"bookmarks":{"n":4}}}` + "\n"))
+		time.Sleep(10 * time.Millisecond)
+	}
+	closeErr := d.Close()
+	if closeErr == nil || !strings.Contains(closeErr.Error(), "date/time field value out of range") {
+		t.Fatalf("close after a failed load: %v (write: %v)", closeErr, err)
+	}
+	for _, c := range commits {
+		if !strings.Contains(c, `"n":1`) {
+			t.Fatalf("a state after the failed load was committed: %v", commits)
+		}
+	}
+}

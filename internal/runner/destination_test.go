@@ -661,3 +661,28 @@ destination: {type: jsonl, path: `+t.TempDir()+"}\n")
 		t.Fatalf("a dropped LOG_BASED table: exit %d\n%s", code, output)
 	}
 }
+
+// TestStoreLongHistoryLine: a job of thousands of streams makes a history
+// line far longer than a default line buffer; later jobs still number and
+// list it.
+func TestStoreLongHistoryLine(t *testing.T) {
+	store, err := runner.OpenStore(context.Background(), t.TempDir(), "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := runner.JobRecord{ID: 1, Status: "succeeded", Rows: map[string]int64{}, Durations: map[string]time.Duration{}}
+	for i := range 5000 {
+		name := fmt.Sprintf("a_rather_long_stream_name_number_%05d", i)
+		job.Rows[name], job.Durations[name] = int64(i), time.Duration(i)*time.Millisecond
+	}
+	if err := store.AppendJob(job); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := store.Jobs()
+	if err != nil || len(jobs) != 1 || len(jobs[0].Rows) != 5000 {
+		t.Fatalf("jobs: %d, %v", len(jobs), err)
+	}
+	if next, err := store.NextJobID(); err != nil || next != 2 {
+		t.Fatalf("next job: %d, %v", next, err)
+	}
+}

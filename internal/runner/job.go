@@ -216,7 +216,7 @@ func logBookmarkChanges(log *slog.Logger, before, after *singer.State) {
 func (in *Integration) openDestination(ctx context.Context, opts destination.Options) (destination.Destination, error) {
 	switch d := in.Destination; d.Type {
 	case "postgres":
-		return destination.OpenPostgres(ctx, d.dsn, in.DestinationSchema(), in.StoreKey(), opts)
+		return destination.OpenPostgres(ctx, d.dsn, in.DestinationSchema(), in.owner(), opts)
 	case "singer":
 		return destination.OpenSingerTarget(d.Command, opts)
 	default:
@@ -241,6 +241,15 @@ func checkNaming(in *Integration, store Store) (firstRun bool, err error) {
 		problems = append(problems, fmt.Errorf("include_schemas_in_destination_stream_name cannot change once the integration has run (it ran with %t): destination table names would change; create a new integration instead", ran.IncludeSchemasInDestinationStreamName))
 	}
 	return false, errors.Join(problems...)
+}
+
+// owner names the integration in the destination's tables: its name,
+// which cannot change once it has run, and its id when it has one.
+func (in *Integration) owner() string {
+	if in.ID != "" {
+		return fmt.Sprintf("%s (id %s)", in.Name, in.ID)
+	}
+	return in.Name
 }
 
 func namingOf(in *Integration) Naming {

@@ -178,6 +178,8 @@ func (s *dirStore) Jobs() ([]JobRecord, error) {
 	defer f.Close()
 	var jobs []JobRecord
 	sc := bufio.NewScanner(f)
+	// A job of thousands of streams makes a long line.
+	sc.Buffer(make([]byte, 64<<10), 256<<20)
 	for sc.Scan() {
 		var j JobRecord
 		// A line torn by a crash mid-append is skipped, not fatal.
