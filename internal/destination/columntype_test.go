@@ -37,7 +37,7 @@ func TestSafeName(t *testing.T) {
 }
 
 func TestAppendKeyValue(t *testing.T) {
-	same := [][2]string{{`2`, `2.0`}, {`2.00`, `2e0`}, {`-0`, `0`}, {`0.5`, `5e-1`}, {`"a"`, `"\u0061"`}, {`12345678901234567890.10`, `12345678901234567890.1`}}
+	same := [][2]string{{`2`, `2.0`}, {`-7`, `-7.00`}, {`0`, `-0.0`}, {`10`, `1e1`}, {`2.00`, `2e0`}, {`-0`, `0`}, {`0.5`, `5e-1`}, {`"a"`, `"\u0061"`}, {`12345678901234567890.10`, `12345678901234567890.1`}}
 	for _, p := range same {
 		if a, b := appendKeyValue(nil, []byte(p[0])), appendKeyValue(nil, []byte(p[1])); string(a) != string(b) {
 			t.Errorf("%s and %s are different keys: %q, %q", p[0], p[1], a, b)

@@ -656,6 +656,9 @@ func appendKeyValue(dst, v []byte) []byte {
 		if out, err := appendUnquoted(append(dst, 's'), v); err == nil {
 			return out
 		}
+	case isPlainInteger(v):
+		// Already the canonical form, as every integer key the tap sends.
+		return append(append(dst, 'n'), v...)
 	case validNumber(v) && len(v) <= 100:
 		var exact big.Rat
 		// Exponents are bounded: 1e999999999 would take memory as a
@@ -667,6 +670,23 @@ func appendKeyValue(dst, v []byte) []byte {
 		}
 	}
 	return append(append(dst, 'r'), v...)
+}
+
+// isPlainInteger: digits, an optional minus, no leading zero, not -0.
+func isPlainInteger(v []byte) bool {
+	digits := v
+	if len(v) > 0 && v[0] == '-' {
+		digits = v[1:]
+	}
+	if len(digits) == 0 || digits[0] == '0' && (len(digits) > 1 || len(v) > 1) {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // load writes one group of rows. Keys are unique once folded, so rows
