@@ -257,65 +257,89 @@ func (l *postgresLoader) detach() func() error {
 	return func() error { return l.apply(ops) }
 }
 
-// apply runs ops in one transaction. Only apply uses the connection and
-// what the loader knows of tables, so it may run beside schema and record.
-// A stream's records are merged at once up to its next SCHEMA or
-// ACTIVATE_VERSION (or the end): one staging table per stream however the
-// records of several streams interleave.
+// streamsPerTransaction bounds the tables one transaction touches: each
+// holds a few locks until commit, and the server's lock table is shared
+// (max_locks_per_transaction × connections), so a first job creating
+// thousands of tables at once would run out of it.
+const streamsPerTransaction = 200
+
+// apply runs ops in transactions of at most streamsPerTransaction streams,
+// each stream's ops in one transaction and in order (streams are separate
+// tables, so their relative order does not matter). The state covering ops
+// is committed only after all of them: a failure part way repeats the
+// committed part next job, which upserts the same rows again. Only apply
+// uses the connection and what the loader knows of tables, so it may run
+// beside schema and record.
 func (l *postgresLoader) apply(ops []pgOp) error {
-	if len(ops) == 0 {
-		return nil
+	var streams []string
+	byStream := map[string][]pgOp{}
+	for _, op := range ops {
+		if byStream[op.stream] == nil {
+			streams = append(streams, op.stream)
+		}
+		byStream[op.stream] = append(byStream[op.stream], op)
 	}
+	batchedAt := l.clock().UTC().Format(time.RFC3339Nano)
+	for len(streams) > 0 {
+		n := min(len(streams), streamsPerTransaction)
+		if err := l.applyStreams(streams[:n], byStream, batchedAt); err != nil {
+			return fmt.Errorf("postgres destination: %w", err)
+		}
+		streams = streams[n:]
+	}
+	return nil
+}
+
+// applyStreams applies the ops of streams in one transaction. A stream's
+// records are merged at once up to its next SCHEMA or ACTIVATE_VERSION (or
+// the end): one staging table per stream however records interleave.
+func (l *postgresLoader) applyStreams(streams []string, byStream map[string][]pgOp, batchedAt string) error {
 	tx, err := l.conn.Begin(l.ctx)
 	if err != nil {
-		return fmt.Errorf("postgres destination: begin: %w", err)
+		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(l.ctx))
-	m := &merger{l: l, tx: tx, batchedAt: l.clock().UTC().Format(time.RFC3339Nano), staging: map[string]string{}}
-	pending := map[string][]*recordRun{}
-	var streams []string
-	merge := func(stream string) error {
-		runs := pending[stream]
-		delete(pending, stream)
-		if len(runs) == 0 {
-			return nil
-		}
-		return m.merge(stream, runs)
-	}
-	for _, op := range ops {
-		switch {
-		case op.records != nil:
-			if pending[op.stream] == nil {
-				streams = append(streams, op.stream)
-			}
-			pending[op.stream] = append(pending[op.stream], op.records)
-		case op.schema != nil:
-			if err = merge(op.stream); err == nil {
-				err = l.applySchema(tx, op.stream, op.schema)
-				// The table may have new columns its staging table lacks.
-				delete(m.staging, op.stream)
-			}
-		default:
-			if err = merge(op.stream); err == nil {
-				err = l.applyVersion(tx, op.stream, *op.version)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("postgres destination: %w", err)
-		}
-	}
+	m := &merger{l: l, tx: tx, batchedAt: batchedAt, staging: map[string]string{}}
 	for _, stream := range streams {
-		if err := merge(stream); err != nil {
-			return fmt.Errorf("postgres destination: %w", err)
+		var pending []*recordRun
+		merge := func() error {
+			runs := pending
+			pending = nil
+			if len(runs) == 0 {
+				return nil
+			}
+			return m.merge(stream, runs)
+		}
+		for _, op := range byStream[stream] {
+			switch {
+			case op.records != nil:
+				pending = append(pending, op.records)
+			case op.schema != nil:
+				if err = merge(); err == nil {
+					err = l.applySchema(tx, stream, op.schema)
+					// The table may have new columns its staging table lacks.
+					delete(m.staging, stream)
+				}
+			default:
+				if err = merge(); err == nil {
+					err = l.applyVersion(tx, stream, *op.version)
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if err := merge(); err != nil {
+			return err
 		}
 	}
 	if l.fence != nil {
 		if err := l.fence(); err != nil {
-			return fmt.Errorf("postgres destination: not committed: %w", err)
+			return fmt.Errorf("not committed: %w", err)
 		}
 	}
 	if err := tx.Commit(l.ctx); err != nil {
-		return fmt.Errorf("postgres destination: commit: %w", err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }

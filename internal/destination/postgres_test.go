@@ -569,3 +569,39 @@ func TestPostgresFailedLoadIsReported(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresManyStreamsOneBatch: a batch of hundreds of streams (a first
+// job of select all) is applied in several transactions, so that it never
+// holds locks on all their tables at once; when a later transaction fails,
+// the state is not committed, though the earlier ones stay (the next job
+// upserts their rows again).
+func TestPostgresManyStreamsOneBatch(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	d := postgresDest(t, db, "s", 100000, &commits)
+	const streams, bad = 450, 420
+	var lines []string
+	for i := range streams {
+		v := `"x"`
+		if i == bad {
+			v = `tru`
+		}
+		lines = append(lines,
+			fmt.Sprintf(`{"type":"SCHEMA","stream":"t%d","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10},"v":{"type":["null","string"]}}},"key_properties":["id"]}`, i),
+			fmt.Sprintf(`{"type":"RECORD","stream":"t%d","record":{"id":1,"v":%s}}`, i, v))
+	}
+	lines = append(lines, `{"type":"STATE","value":{"bookmarks":{}}}`)
+	if err := send(t, d, lines...); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err == nil || !strings.Contains(err.Error(), `stream t420: property "v"`) {
+		t.Fatalf("close: %v", err)
+	}
+	if len(commits) != 0 {
+		t.Fatalf("a state was committed: %v", commits)
+	}
+	// Transactions of 200 streams: the first two committed, the third not.
+	if got := query(t, db, `SELECT count(*)::text FROM pg_tables WHERE schemaname = 's'`); got != "400" {
+		t.Fatalf("%s tables", got)
+	}
+}
