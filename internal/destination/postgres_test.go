@@ -44,6 +44,19 @@ func postgresDest(t *testing.T, db, schema string, batchRows int, commits *[]str
 	return d
 }
 
+// loadAll loads lines through a fresh destination and closes it, failing
+// the test on any error.
+func loadAll(t *testing.T, db, schema string, batchRows int, commits *[]string, lines ...string) {
+	t.Helper()
+	d := postgresDest(t, db, schema, batchRows, commits)
+	if err := send(t, d, lines...); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func send(t *testing.T, d destination.Destination, lines ...string) error {
 	t.Helper()
 	for i, l := range lines {
@@ -130,35 +143,21 @@ func TestPostgresUpsertDeleteVersions(t *testing.T) {
 	// A new version, its rows then its activation. The new key comes first:
 	// the append tried first fails at the stored key and is undone.
 	commits = nil
-	d = postgresDest(t, db, "aurora_prod", 1000, &commits)
-	err = send(t, d, ordersSchema,
+	loadAll(t, db, "aurora_prod", 1000, &commits, ordersSchema,
 		`{"type":"RECORD","stream":"Orders","record":{"id":4,"Total Amount":4,"note":"four","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":200}`,
 		`{"type":"RECORD","stream":"Orders","record":{"id":3,"Total Amount":33,"note":"three again","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":200}`,
 		`{"type":"ACTIVATE_VERSION","stream":"Orders","version":200}`,
 		`{"type":"STATE","value":{"bookmarks":{"a":{"version":200}}}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
 	if got := query(t, db, `SELECT string_agg(id || ':' || note || ':' || _sdc_table_version, ',' ORDER BY id) FROM aurora_prod.orders`); got != "3:three again:200,4:four:200" {
 		t.Fatalf("after version 200: %s", got)
 	}
 
 	// A reset's copy made on a clock behind: its smaller version, once
 	// active, still replaces the rows of version 200.
-	d = postgresDest(t, db, "aurora_prod", 1000, &commits)
-	err = send(t, d, ordersSchema,
+	loadAll(t, db, "aurora_prod", 1000, &commits, ordersSchema,
 		`{"type":"RECORD","stream":"Orders","record":{"id":4,"Total Amount":4,"note":"four once more","tags":null,"placed_at":null,"paid":null,"_sdc_deleted_at":null},"version":150}`,
 		`{"type":"ACTIVATE_VERSION","stream":"Orders","version":150}`,
 		`{"type":"STATE","value":{"bookmarks":{"a":{"version":150}}}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
 	if got := query(t, db, `SELECT string_agg(id || ':' || note || ':' || _sdc_table_version, ',' ORDER BY id) FROM aurora_prod.orders`); got != "4:four once more:150" {
 		t.Fatalf("after version 150: %s", got)
 	}
@@ -169,29 +168,15 @@ func TestPostgresUpsertDeleteVersions(t *testing.T) {
 func TestPostgresWideningAndKeyless(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)
 	var commits []string
-	d := postgresDest(t, db, "s", 1000, &commits)
-	err := send(t, d,
+	loadAll(t, db, "s", 1000, &commits,
 		`{"type":"SCHEMA","stream":"events","schema":{"type":"object","properties":{"n":{"type":["null","integer"],"minimum":-9223372036854775808,"maximum":9223372036854775807},"kind":{"type":["null","string"]}}},"key_properties":[]}`,
 		`{"type":"RECORD","stream":"events","record":{"n":1,"kind":"a"}}`,
 		`{"type":"RECORD","stream":"events","record":{"n":1,"kind":"a"}}`,
 		`{"type":"STATE","value":{"x":1}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d = postgresDest(t, db, "s", 1000, &commits)
-	err = send(t, d,
+	loadAll(t, db, "s", 1000, &commits,
 		`{"type":"SCHEMA","stream":"events","schema":{"type":"object","properties":{"n":{"type":["null","number"]},"kind":{"type":["null","integer"]},"extra":{"type":["null","object"],"properties":{}}}},"key_properties":[]}`,
 		`{"type":"RECORD","stream":"events","record":{"n":1.5,"kind":7,"extra":{"k":"v"}}}`,
 		`{"type":"STATE","value":{"x":2}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
 	if got := query(t, db, `SELECT string_agg(format('%s|%s|%s', n, kind, extra), ',' ORDER BY n, kind) FROM s.events`); got != `1|a|,1|a|,1.5|7|{"k": "v"}` {
 		t.Fatalf("rows: %s", got)
 	}
@@ -275,13 +260,7 @@ func TestPostgresNameCollisionsAndBadRecords(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `which was not made by tap-postgres`) {
 		t.Fatalf("error %v", err)
 	}
-	d = postgresDest(t, db, "s", 1000, &commits)
-	if err := send(t, d, schemaOf("k", intProp("a")+","+intProp("b"), `"a"`), `{"type":"STATE","value":{}}`); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	loadAll(t, db, "s", 1000, &commits, schemaOf("k", intProp("a")+","+intProp("b"), `"a"`), `{"type":"STATE","value":{}}`)
 	d = postgresDest(t, db, "s", 1000, &commits)
 	err = send(t, d, schemaOf("k", intProp("a")+","+intProp("b"), `"a","b"`), `{"type":"STATE","value":{}}`)
 	if err == nil {
@@ -401,30 +380,16 @@ func TestPostgresInterleavedStreamsAndShapes(t *testing.T) {
 func TestPostgresLiveAgainAfterMethodChange(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)
 	var commits []string
-	d := postgresDest(t, db, "s", 1000, &commits)
-	err := send(t, d,
+	loadAll(t, db, "s", 1000, &commits,
 		`{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10},"v":{"type":["null","string"]},"_sdc_deleted_at":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`,
 		`{"type":"RECORD","stream":"t","record":{"id":1,"v":"a","_sdc_deleted_at":null},"version":1}`,
 		`{"type":"RECORD","stream":"t","record":{"id":1,"_sdc_deleted_at":"2026-01-01T00:00:00+00:00"},"version":1}`,
 		`{"type":"STATE","value":{}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d = postgresDest(t, db, "s", 1000, &commits)
-	err = send(t, d,
+	loadAll(t, db, "s", 1000, &commits,
 		`{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10},"v":{"type":["null","string"]}}},"key_properties":["id"]}`,
 		`{"type":"RECORD","stream":"t","record":{"id":1,"v":"back"},"version":2}`,
 		`{"type":"ACTIVATE_VERSION","stream":"t","version":2}`,
 		`{"type":"STATE","value":{}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
 	if got := query(t, db, `SELECT format('%s|%s|%s|%s', id, v, _sdc_deleted_at, _sdc_table_version) FROM s.t`); got != "1|back||2" {
 		t.Fatalf("row after a FULL_TABLE copy: %s", got)
 	}
@@ -498,18 +463,11 @@ func TestPostgresLeastPrivilegedRole(t *testing.T) {
 func TestPostgresKeysEqualByValue(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)
 	var commits []string
-	d := postgresDest(t, db, "s", 1000, &commits)
-	err := send(t, d, `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["number"]},"v":{"type":["null","string"]},"_sdc_deleted_at":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`,
+	loadAll(t, db, "s", 1000, &commits, `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["number"]},"v":{"type":["null","string"]},"_sdc_deleted_at":{"type":["null","string"],"format":"date-time"}}},"key_properties":["id"]}`,
 		`{"type":"RECORD","stream":"t","record":{"id":2.0,"v":"new","_sdc_deleted_at":null}}`,
 		`{"type":"RECORD","stream":"t","record":{"id":2.0,"_sdc_deleted_at":"2026-01-01T00:00:00+00:00"}}`,
 		`{"type":"RECORD","stream":"t","record":{"id":2.00,"v":"b","_sdc_deleted_at":null}}`,
 		`{"type":"STATE","value":{"bookmarks":{}}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
 	if got := query(t, db, `SELECT string_agg(format('%s|%s|%s', id, v, _sdc_deleted_at), ',') FROM s.t`); got != "2.00|b|" {
 		t.Fatalf("rows: %s", got)
 	}
@@ -521,21 +479,9 @@ func TestPostgresAdoptsFirstReleaseTables(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)
 	var commits []string
 	schema := `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10}}},"key_properties":["id"]}`
-	d := postgresDest(t, db, "s", 1000, &commits)
-	if err := send(t, d, schema, `{"type":"RECORD","stream":"t","record":{"id":1}}`, `{"type":"STATE","value":{"bookmarks":{}}}`); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	loadAll(t, db, "s", 1000, &commits, schema, `{"type":"RECORD","stream":"t","record":{"id":1}}`, `{"type":"STATE","value":{"bookmarks":{}}}`)
 	testpg.Exec(t, pg, db, `COMMENT ON TABLE s.t IS 'tap-postgres stream t'`)
-	d = postgresDest(t, db, "s", 1000, &commits)
-	if err := send(t, d, schema, `{"type":"RECORD","stream":"t","record":{"id":2}}`, `{"type":"STATE","value":{"bookmarks":{}}}`); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
+	loadAll(t, db, "s", 1000, &commits, schema, `{"type":"RECORD","stream":"t","record":{"id":2}}`, `{"type":"STATE","value":{"bookmarks":{}}}`)
 	if got := query(t, db, `SELECT count(*) || ' ' || obj_description('s.t'::regclass, 'pg_class') FROM s.t`); got != "2 tap-postgres stream t of integration test" {
 		t.Fatalf("adopted table: %s", got)
 	}
