@@ -2,7 +2,11 @@ package destination
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,7 +65,13 @@ func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 		return nil, fmt.Errorf("jsonl destination: streams %q and %q would share file %s.jsonl", other, stream, name)
 	}
 	d.streamOfFile[name] = stream
-	f, err := os.OpenFile(filepath.Join(d.dir, name+".jsonl"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	path := filepath.Join(d.dir, name+".jsonl")
+	if holder, err := firstStream(path); err != nil {
+		return nil, fmt.Errorf("jsonl destination: %w", err)
+	} else if holder != "" && holder != stream {
+		return nil, fmt.Errorf("jsonl destination: stream %q would write to %s, which holds stream %q", stream, path, holder)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
@@ -112,6 +122,31 @@ func (d *jsonlLoader) close() error {
 		}
 	}
 	return err
+}
+
+// firstStream is the stream of a file's first message ("" for a file that
+// is missing or holds none yet), so that a later job's stream whose name
+// makes the same file name is caught.
+func firstStream(path string) (string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	line, err := bufio.NewReader(f).ReadBytes('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	var m struct {
+		Stream string `json:"stream"`
+	}
+	if json.Unmarshal(line, &m) != nil {
+		return "", nil
+	}
+	return m.Stream, nil
 }
 
 func syncDir(dir string) error {
