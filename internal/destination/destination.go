@@ -40,6 +40,10 @@ type Options struct {
 	// or after maxHeldBytes of records.
 	BatchRows     int
 	BatchInterval time.Duration
+	// LockTimeout bounds how long a PostgreSQL load waits for a lock
+	// (default a minute): an ALTER TABLE queued behind a long report would
+	// otherwise hang the job and block every reader queued behind it.
+	LockTimeout time.Duration
 }
 
 // message is one Singer message. Its raw parts (line, Record,

@@ -133,6 +133,11 @@ func OpenPostgres(ctx context.Context, dsn, schema, owner string, opts Options) 
 	cfg.RuntimeParams["synchronous_commit"] = "on"
 	// A batch's staging table stays in memory.
 	cfg.RuntimeParams["temp_buffers"] = "128MB"
+	lockTimeout := opts.LockTimeout
+	if lockTimeout <= 0 {
+		lockTimeout = time.Minute
+	}
+	cfg.RuntimeParams["lock_timeout"] = fmt.Sprintf("%dms", lockTimeout.Milliseconds())
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres destination: connect: %w", err)

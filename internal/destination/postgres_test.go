@@ -551,3 +551,44 @@ func TestPostgresManyStreamsOneBatch(t *testing.T) {
 		t.Fatalf("%s tables", got)
 	}
 }
+
+// TestPostgresLockTimeout: a load that waits for a lock held elsewhere (a
+// long report, a migration) fails after the lock timeout, committing
+// nothing, instead of hanging the job.
+func TestPostgresLockTimeout(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var commits []string
+	schema := `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":10}}},"key_properties":["id"]}`
+	loadAll(t, db, "s", 1000, &commits, schema, `{"type":"RECORD","stream":"t","record":{"id":1}}`, `{"type":"STATE","value":{"n":1}}`)
+
+	holder, err := pgx.Connect(context.Background(), pg.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	tx, err := holder.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(context.Background(), "LOCK TABLE s.t IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "s", "test", destination.Options{
+		Commit: func(s json.RawMessage) error { commits = append(commits, string(s)); return nil },
+		Clock:  fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), LockTimeout: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = send(t, d, schema, `{"type":"RECORD","stream":"t","record":{"id":2}}`, `{"type":"STATE","value":{"n":2}}`)
+	if err == nil {
+		err = d.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "SQLSTATE 55P03") {
+		t.Fatalf("load behind a held lock: %v", err)
+	}
+	if strings.Join(commits, ",") != `{"n":1}` {
+		t.Fatalf("commits: %v", commits)
+	}
+}
