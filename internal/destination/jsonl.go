@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tap-postgres/tap-postgres/internal/durable"
 )
 
 // jsonlLoader appends each stream's messages to its own JSON-lines file and
@@ -77,7 +79,7 @@ func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 	}
 	// The new file's directory entry must be durable before a state that
 	// covers its lines is committed.
-	if err := syncDir(d.dir); err != nil {
+	if err := durable.SyncDir(d.dir); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
@@ -147,13 +149,4 @@ func firstStream(path string) (string, error) {
 		return "", nil
 	}
 	return m.Stream, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

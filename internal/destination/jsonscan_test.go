@@ -64,20 +64,6 @@ func FuzzAppendUnquoted(f *testing.F) {
 	})
 }
 
-// FuzzValidNumber agrees with encoding/json on what a number is.
-func FuzzValidNumber(f *testing.F) {
-	for _, seed := range []string{"0", "-0", "01", "1.", ".5", "1e5", "1E+5", "-12.5e-3", "1e", "--1", "NaN", "Infinity", "12345678901234567890.123"} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, v []byte) {
-		var n json.Number
-		want := json.Unmarshal(v, &n) == nil && bytes.Equal(bytes.TrimSpace(v), v) && len(v) > 0 && v[0] != '"'
-		if got := validNumber(v); got != want {
-			t.Fatalf("validNumber(%q) = %t, encoding/json %t", v, got, want)
-		}
-	})
-}
-
 func TestIsDateTime(t *testing.T) {
 	for s, want := range map[string]bool{
 		"2024-06-01": true, "2024-06-01T12:00:00+00:00": true, "2024-06-01T12:00:00.123456+00:00": true,

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tap-postgres/tap-postgres/internal/connect"
+	"github.com/tap-postgres/tap-postgres/internal/types"
 )
 
 // The columns Stitch adds to every table.
@@ -688,7 +689,7 @@ func appendKeyValue(dst, v []byte) []byte {
 	case isPlainInteger(v):
 		// Already the canonical form, as every integer key the tap sends.
 		return append(append(dst, 'n'), v...)
-	case validNumber(v) && len(v) <= 100:
+	case types.IsJSONNumber(v) && len(v) <= 100:
 		var exact big.Rat
 		// Exponents are bounded: 1e999999999 would take memory as a
 		// fraction.
@@ -936,18 +937,18 @@ func columnType(schema json.RawMessage) string {
 	if json.Unmarshal(schema, &s) != nil {
 		return typeJSONB
 	}
-	var types []string
+	var kinds []string
 	var one string
 	if json.Unmarshal(s.Type, &one) == nil {
-		types = []string{one}
-	} else if json.Unmarshal(s.Type, &types) != nil {
+		kinds = []string{one}
+	} else if json.Unmarshal(s.Type, &kinds) != nil {
 		return typeJSONB
 	}
-	types = slices.DeleteFunc(types, func(t string) bool { return t == "null" })
-	if len(types) != 1 {
+	kinds = slices.DeleteFunc(kinds, func(t string) bool { return t == "null" })
+	if len(kinds) != 1 {
 		return typeJSONB
 	}
-	switch types[0] {
+	switch kinds[0] {
 	case "integer":
 		if fitsBigint(s.Minimum) && fitsBigint(s.Maximum) {
 			return typeBigint
@@ -990,7 +991,7 @@ func appendCopyValue(buf *bytes.Buffer, scratch, v []byte, typ string) ([]byte, 
 		appendCopyText(buf, v)
 		return scratch, nil
 	case typeBigint, typeNumeric:
-		if !validNumber(v) {
+		if !types.IsJSONNumber(v) {
 			return scratch, fmt.Errorf("%.40s is not a number", v)
 		}
 		buf.Write(v)
@@ -1007,7 +1008,7 @@ func appendCopyValue(buf *bytes.Buffer, scratch, v []byte, typ string) ([]byte, 
 			return scratch, fmt.Errorf("%.40s is not a string", v)
 		}
 		// A column widened to text takes any value as its JSON text.
-		if string(v) != "true" && string(v) != "false" && !validNumber(v) && !json.Valid(v) {
+		if string(v) != "true" && string(v) != "false" && !types.IsJSONNumber(v) && !json.Valid(v) {
 			return scratch, fmt.Errorf("%.40s is not a JSON value", v)
 		}
 		appendCopyText(buf, v)
@@ -1083,43 +1084,6 @@ func isDateTime(s []byte) bool {
 		return digits(2) && i == len(s)
 	}
 	return false
-}
-
-// validNumber reports whether v is a JSON number.
-func validNumber(v []byte) bool {
-	i := 0
-	if i < len(v) && v[i] == '-' {
-		i++
-	}
-	digits := func() int {
-		start := i
-		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
-			i++
-		}
-		return i - start
-	}
-	switch n := digits(); {
-	case n == 0:
-		return false
-	case n > 1 && v[i-n] == '0':
-		return false
-	}
-	if i < len(v) && v[i] == '.' {
-		i++
-		if digits() == 0 {
-			return false
-		}
-	}
-	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
-		i++
-		if i < len(v) && (v[i] == '+' || v[i] == '-') {
-			i++
-		}
-		if digits() == 0 {
-			return false
-		}
-	}
-	return i == len(v)
 }
 
 // appendCopyText escapes s for COPY's text format.

@@ -20,7 +20,7 @@ import (
 // left out of this job (skipped), so that the other tables go on; a
 // LOG_BASED one stops the job instead (fatal): the database's slot would
 // move past its changes.
-func (in *Integration) applySelections(cat *singer.Catalog) (skipped, fatal error) {
+func (in *Integration) applySelections(cat *singer.Catalog) (skipped []error, fatal error) {
 	var skips, fatals []error
 	problem := func(method string, err error) {
 		if strings.ToUpper(cmp.Or(method, in.DefaultReplicationMethod)) == "LOG_BASED" {
@@ -78,7 +78,7 @@ func (in *Integration) applySelections(cat *singer.Catalog) (skipped, fatal erro
 			}
 		}
 	}
-	return errors.Join(skips...), errors.Join(fatals...)
+	return skips, errors.Join(fatals...)
 }
 
 // selectColumns deselects the columns a selection does not list; key

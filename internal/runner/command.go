@@ -223,10 +223,10 @@ func Check(ctx context.Context, in *Integration, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range splitJoined(skipped) {
+	for _, e := range skipped {
 		fmt.Fprintf(w, "ERROR %v\n", e)
 	}
-	sourceErr := errors.Join(eng.Check(ctx, catalog, w), skipped)
+	sourceErr := errors.Join(append([]error{eng.Check(ctx, catalog, w)}, skipped...)...)
 	var line string
 	switch d := in.Destination; d.Type {
 	case "postgres":

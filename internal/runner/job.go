@@ -105,7 +105,7 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		return err
 	}
 	// The other tables go on; the job ends failed, naming the skipped ones.
-	for _, e := range splitJoined(skipped) {
+	for _, e := range skipped {
 		tapLog.Error("table left out of this job: " + e.Error())
 	}
 	// The names are fixed once something may reach the destination, not
@@ -174,10 +174,10 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		}
 		job.Bookmarks[messageStream(st, in.config.IncludeSchemasInDestinationStreamName)] = b.ReplicationKeyValue
 	}
-	if closeErr == nil && skipped == nil && ctx.Err() != nil && errors.Is(syncErr, ctx.Err()) {
+	if closeErr == nil && len(skipped) == 0 && ctx.Err() != nil && errors.Is(syncErr, ctx.Err()) {
 		return errStopped
 	}
-	return errors.Join(syncErr, closeErr, skipped)
+	return errors.Join(append([]error{syncErr, closeErr}, skipped...)...)
 }
 
 // logBookmarkChanges logs each bookmark that a commit moves, as Stitch does:
@@ -288,7 +288,7 @@ func copyTotals(catalog *singer.Catalog, state *singer.State, includeSchema bool
 
 // catalog discovers the source and selects what the integration does;
 // skipped lists the selected tables left out of this job.
-func (in *Integration) catalog(ctx context.Context, eng *engine.Engine) (catalog *singer.Catalog, skipped, err error) {
+func (in *Integration) catalog(ctx context.Context, eng *engine.Engine) (catalog *singer.Catalog, skipped []error, err error) {
 	catalog, err = eng.Discover(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -323,15 +323,4 @@ func distinctStreamNames(catalog *singer.Catalog, includeSchema bool) error {
 		byName[name] = st.TapStreamID
 	}
 	return errors.Join(problems...)
-}
-
-// splitJoined lists the errors errors.Join put together.
-func splitJoined(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if joined, ok := err.(interface{ Unwrap() []error }); ok {
-		return joined.Unwrap()
-	}
-	return []error{err}
 }

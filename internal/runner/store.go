@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tap-postgres/tap-postgres/internal/durable"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
@@ -112,42 +113,10 @@ func (s *dirStore) State() (*singer.State, error) {
 // CommitState writes a new file and renames it over the old: a crash
 // leaves either the old state or the new one.
 func (s *dirStore) CommitState(state json.RawMessage) error {
-	if err := writeFileAtomic(s.dir, s.statePath(), state); err != nil {
+	if err := durable.WriteFile(s.statePath(), state); err != nil {
 		return fmt.Errorf("commit state: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(dir, path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // JobRecord is one line of the job history.
@@ -280,5 +249,5 @@ func (s *dirStore) SaveNaming(n Naming) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.dir, s.namingPath(), data)
+	return durable.WriteFile(s.namingPath(), data)
 }

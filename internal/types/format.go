@@ -29,7 +29,7 @@ func (t *Type) AppendJSON(dst, text []byte) ([]byte, Issue) {
 		if isNonFinite(text) {
 			return append(dst, "null"...), 0
 		}
-		if !isJSONNumber(text) {
+		if !IsJSONNumber(text) {
 			return appendEscaped(dst, text, IssueMalformed)
 		}
 		return append(dst, text...), 0
@@ -70,9 +70,9 @@ func (t *Type) AppendJSON(dst, text []byte) ([]byte, Issue) {
 	return appendEscaped(dst, text, 0)
 }
 
-// isJSONNumber checks that text is a JSON number, so that no value ever
+// IsJSONNumber checks that text is a JSON number, so that no value ever
 // breaks the output: numbers are copied as they are, never through a float.
-func isJSONNumber(s []byte) bool {
+func IsJSONNumber(s []byte) bool {
 	i := 0
 	if i < len(s) && s[i] == '-' {
 		i++
