@@ -2,8 +2,8 @@ package destination
 
 import (
 	"errors"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/tap-postgres/tap-postgres/internal/jsonstr"
 )
 
 // The loaders read every record's members without building maps: a record
@@ -131,80 +131,11 @@ func valueEnd(data []byte, i int) (int, error) {
 }
 
 // appendUnquoted appends the contents of the JSON string quoted (quotes
-// included) to dst, escapes decoded.
+// included, nothing after them) to dst, escapes decoded.
 func appendUnquoted(dst, quoted []byte) ([]byte, error) {
-	if len(quoted) < 2 || quoted[0] != '"' || quoted[len(quoted)-1] != '"' {
+	out, end, err := jsonstr.AppendUnquoted(dst, quoted, 0)
+	if err != nil || end != len(quoted) {
 		return dst, errBadJSON
 	}
-	s := quoted[1 : len(quoted)-1]
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c == '"' {
-			return dst, errBadJSON
-		}
-		if c != '\\' {
-			dst = append(dst, c)
-			continue
-		}
-		i++
-		if i >= len(s) {
-			return dst, errBadJSON
-		}
-		switch s[i] {
-		case '"', '\\', '/':
-			dst = append(dst, s[i])
-		case 'b':
-			dst = append(dst, '\b')
-		case 'f':
-			dst = append(dst, '\f')
-		case 'n':
-			dst = append(dst, '\n')
-		case 'r':
-			dst = append(dst, '\r')
-		case 't':
-			dst = append(dst, '\t')
-		case 'u':
-			r, ok := hex4(s[i+1:])
-			if !ok {
-				return dst, errBadJSON
-			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				low, ok := rune(0), false
-				if i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
-					low, ok = hex4(s[i+3:])
-				}
-				if pair := utf16.DecodeRune(r, low); ok && pair != utf8.RuneError {
-					r = pair
-					i += 6
-				} else {
-					r = utf8.RuneError
-				}
-			}
-			dst = utf8.AppendRune(dst, r)
-		default:
-			return dst, errBadJSON
-		}
-	}
-	return dst, nil
-}
-
-func hex4(s []byte) (rune, bool) {
-	if len(s) < 4 {
-		return 0, false
-	}
-	var r rune
-	for _, c := range s[:4] {
-		switch {
-		case c >= '0' && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
+	return out, nil
 }

@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/tap-postgres/tap-postgres/internal/jsonstr"
 )
 
 // Action is a wal2json change kind.
@@ -348,99 +348,29 @@ func (s *scanner) text(c *Change, dst *string) error {
 // str reads a JSON string. Strings without escapes are returned as slices
 // of the input; others are unescaped into c.buf.
 func (s *scanner) str(c *Change) ([]byte, error) {
-	if err := s.expect('"'); err != nil {
-		return nil, err
+	s.skipSpace()
+	if s.i >= len(s.data) || s.data[s.i] != '"' {
+		return nil, errSyntax
 	}
-	start := s.i
-	for s.i < len(s.data) {
-		switch b := s.data[s.i]; {
+	quote := s.i
+	for j := quote + 1; j < len(s.data); j++ {
+		switch b := s.data[j]; {
 		case b == '"':
-			s.i++
-			return s.data[start : s.i-1], nil
+			s.i = j + 1
+			return s.data[quote+1 : j], nil
 		case b == '\\':
-			return s.unescape(c, start)
-		case b < 0x20:
-			return nil, errSyntax
-		}
-		s.i++
-	}
-	return nil, errSyntax
-}
-
-func (s *scanner) unescape(c *Change, start int) ([]byte, error) {
-	from := len(c.buf)
-	c.buf = append(c.buf, s.data[start:s.i]...)
-	for s.i < len(s.data) {
-		b := s.data[s.i]
-		switch {
-		case b == '"':
-			s.i++
+			from := len(c.buf)
+			buf, end, err := jsonstr.AppendUnquoted(c.buf, s.data, quote)
+			if err != nil {
+				return nil, errSyntax
+			}
+			c.buf, s.i = buf, end
 			return c.buf[from:len(c.buf):len(c.buf)], nil
 		case b < 0x20:
 			return nil, errSyntax
-		case b != '\\':
-			c.buf = append(c.buf, b)
-			s.i++
-			continue
-		}
-		if s.i+1 >= len(s.data) {
-			return nil, errSyntax
-		}
-		esc := s.data[s.i+1]
-		s.i += 2
-		switch esc {
-		case '"', '\\', '/':
-			c.buf = append(c.buf, esc)
-		case 'b':
-			c.buf = append(c.buf, '\b')
-		case 'f':
-			c.buf = append(c.buf, '\f')
-		case 'n':
-			c.buf = append(c.buf, '\n')
-		case 'r':
-			c.buf = append(c.buf, '\r')
-		case 't':
-			c.buf = append(c.buf, '\t')
-		case 'u':
-			r, ok := s.hex4()
-			if !ok {
-				return nil, errSyntax
-			}
-			if utf16.IsSurrogate(r) {
-				r2 := utf8.RuneError
-				if s.i+1 < len(s.data) && s.data[s.i] == '\\' && s.data[s.i+1] == 'u' {
-					save := s.i
-					s.i += 2
-					if lo, ok := s.hex4(); ok {
-						if d := utf16.DecodeRune(r, lo); d != utf8.RuneError {
-							r2 = d
-						} else {
-							s.i = save
-						}
-					} else {
-						return nil, errSyntax
-					}
-				}
-				r = r2
-			}
-			c.buf = utf8.AppendRune(c.buf, r)
-		default:
-			return nil, errSyntax
 		}
 	}
 	return nil, errSyntax
-}
-
-func (s *scanner) hex4() (rune, bool) {
-	if len(s.data)-s.i < 4 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(string(s.data[s.i:s.i+4]), 16, 32)
-	if err != nil {
-		return 0, false
-	}
-	s.i += 4
-	return rune(v), true
 }
 
 // skip consumes any JSON value.
