@@ -139,17 +139,21 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		BatchRows:     in.Destination.BatchRows,
 		BatchInterval: time.Duration(in.Destination.BatchSeconds) * time.Second,
 	}
-	// A table's duration runs from its first record to its last.
-	firstRecord, lastRecord := map[string]time.Time{}, map[string]time.Time{}
+	// A table's duration runs from its first record to its last: one map
+	// lookup and one clock reading per record.
+	type recordTimes struct{ first, last time.Time }
+	times := map[string]*recordTimes{}
 	if progress != nil {
 		progress.totals = copyTotals(catalog, state, in.config.IncludeSchemasInDestinationStreamName)
 	}
 	opts.OnRecord = func(stream string) {
 		now := clock()
-		if _, ok := firstRecord[stream]; !ok {
-			firstRecord[stream] = now
+		t := times[stream]
+		if t == nil {
+			t = &recordTimes{first: now}
+			times[stream] = t
 		}
-		lastRecord[stream] = now
+		t.last = now
 		if progress != nil {
 			progress.record(stream)
 		}
@@ -163,7 +167,9 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	job.Durations = map[string]time.Duration{}
 	for stream, n := range dest.Rows() {
 		job.Rows[stream] = n
-		job.Durations[stream] = lastRecord[stream].Sub(firstRecord[stream])
+		if t := times[stream]; t != nil {
+			job.Durations[stream] = t.last.Sub(t.first)
+		}
 	}
 	// Keyed like the rows, by the stream name the messages carry.
 	job.Bookmarks = map[string]json.RawMessage{}
