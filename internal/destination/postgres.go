@@ -178,13 +178,14 @@ func (l *postgresLoader) schema(m *message) error {
 	if err := json.Unmarshal(m.Schema, &s); err != nil {
 		return fmt.Errorf("stream %s: SCHEMA: %w", m.Stream, err)
 	}
-	props, err := orderedProperties(s.Properties)
+	w := &wantedTable{keys: m.KeyProperties}
+	// Walked in order: a map would lose the source's column order.
+	err := eachMember(s.Properties, func(name, schema []byte) error {
+		w.columns = append(w.columns, wantedColumn{property: string(name), name: SafeName(string(name)), typ: columnType(schema)})
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("stream %s: SCHEMA properties: %w", m.Stream, err)
-	}
-	w := &wantedTable{keys: m.KeyProperties}
-	for _, p := range props {
-		w.columns = append(w.columns, wantedColumn{property: p.name, name: SafeName(p.name), typ: columnType(p.schema)})
 	}
 	for _, k := range m.KeyProperties {
 		if !slices.ContainsFunc(w.columns, func(c wantedColumn) bool { return c.property == k }) {
@@ -891,38 +892,6 @@ func SafeName(name string) string {
 		s = s[:maxIdentifier]
 	}
 	return s
-}
-
-// property is one schema property in declaration order.
-type property struct {
-	name   string
-	schema json.RawMessage
-}
-
-// orderedProperties reads a JSON object's members in order (a map would
-// lose the column order of the source).
-func orderedProperties(raw json.RawMessage) ([]property, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, errors.New("not an object")
-	}
-	var props []property
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		props = append(props, property{name: tok.(string), schema: v})
-	}
-	return props, nil
 }
 
 // columnType maps a property's JSON Schema to a column type. Numbers are
