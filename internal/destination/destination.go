@@ -123,8 +123,9 @@ type batching struct {
 	held      int
 	heldBytes int
 	lastFlush time.Time
-	// held counts the records of the batch being read per stream; loaded
-	// those of batches loaded, updated by the load and read after Close.
+	// heldRows counts the records of the batch being read per stream;
+	// loaded those of batches loaded, updated by the load and read after
+	// Close.
 	heldRows map[string]int64
 	loaded   map[string]int64
 	// lastStream is the stream of the last record.
