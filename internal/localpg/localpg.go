@@ -13,6 +13,7 @@ package localpg
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,9 +65,17 @@ type Options struct {
 	// server's user) before it starts: certificates and keys ExtraConf
 	// names by relative path.
 	Files map[string][]byte
+	// OutputPlugins is the value of output_plugin_libraries on servers that
+	// know that setting (PostgreSQL's November 2026 minor releases and
+	// later); older servers refuse to start with it, so it is left out
+	// there. Default: DefaultOutputPlugins.
+	OutputPlugins string
 	// Log receives human-readable progress lines. May be nil.
 	Log io.Writer
 }
+
+// DefaultOutputPlugins allows wal2json beside PostgreSQL's own plugins.
+const DefaultOutputPlugins = "pgoutput, test_decoding, wal2json"
 
 // Cluster is a running throwaway PostgreSQL server.
 type Cluster struct {
@@ -77,12 +86,14 @@ type Cluster struct {
 	DataDir  string // BaseDir/data
 	BaseDir  string // temporary directory holding everything; removed by Stop
 
-	binDir  string
-	logFile string
-	logw    io.Writer
-	asRoot  bool
-	uid     int
-	gid     int
+	binDir string
+	// hasPluginAllowList: the server knows output_plugin_libraries.
+	hasPluginAllowList bool
+	logFile            string
+	logw               io.Writer
+	asRoot             bool
+	uid                int
+	gid                int
 }
 
 // Start creates a new cluster in a fresh temporary directory and starts it.
@@ -102,20 +113,25 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("localpg: looking for PostgreSQL binary %s: %w", b, err)
 		}
 	}
+	allowList, err := knowsSetting(ctx, binDir, "output_plugin_libraries")
+	if err != nil {
+		return nil, err
+	}
 	pw := opts.SuperuserPassword
 	if pw == "" {
 		pw = DefaultPassword
 	}
 
 	c := &Cluster{
-		Host:     "127.0.0.1",
-		User:     superuser,
-		Password: pw,
-		binDir:   binDir,
-		logw:     opts.Log,
-		asRoot:   os.Geteuid() == 0,
-		uid:      -1,
-		gid:      -1,
+		Host:               "127.0.0.1",
+		User:               superuser,
+		Password:           pw,
+		binDir:             binDir,
+		hasPluginAllowList: allowList,
+		logw:               opts.Log,
+		asRoot:             os.Geteuid() == 0,
+		uid:                -1,
+		gid:                -1,
 	}
 	if c.asRoot {
 		u, err := user.Lookup(osUser)
@@ -212,7 +228,7 @@ func (c *Cluster) setup(ctx context.Context, opts Options) error {
 			}
 		}
 		c.Port = port
-		conf := c.conf(port, opts.ExtraConf)
+		conf := c.conf(port, cmp.Or(opts.OutputPlugins, DefaultOutputPlugins), opts.ExtraConf)
 		if err := os.WriteFile(confPath, append(append([]byte{}, origConf...), conf...), 0o600); err != nil {
 			return fmt.Errorf("localpg: writing %s: %w", confPath, err)
 		}
@@ -231,7 +247,7 @@ func (c *Cluster) setup(ctx context.Context, opts Options) error {
 	return lastErr
 }
 
-func (c *Cluster) conf(port int, extra []string) string {
+func (c *Cluster) conf(port int, outputPlugins string, extra []string) string {
 	var b strings.Builder
 	b.WriteString("\n# ---- written by localpg ----\n")
 	fmt.Fprintf(&b, "listen_addresses = '127.0.0.1'\n")
@@ -245,6 +261,9 @@ func (c *Cluster) conf(port int, extra []string) string {
 	b.WriteString("shared_buffers = 128MB\n")
 	b.WriteString("max_connections = 100\n")
 	b.WriteString("log_min_messages = warning\n")
+	if c.hasPluginAllowList {
+		fmt.Fprintf(&b, "output_plugin_libraries = '%s'\n", strings.ReplaceAll(outputPlugins, "'", "''"))
+	}
 	if len(extra) > 0 {
 		b.WriteString("# ---- extra ----\n")
 		for _, l := range extra {
@@ -252,6 +271,26 @@ func (c *Cluster) conf(port int, extra []string) string {
 		}
 	}
 	return b.String()
+}
+
+// HasPluginAllowList tells whether the server has output_plugin_libraries,
+// the allow-list of logical decoding plugins.
+func (c *Cluster) HasPluginAllowList() bool { return c.hasPluginAllowList }
+
+// knowsSetting asks the server binary whether it has a configuration
+// parameter: an unknown name in postgresql.conf stops a server from
+// starting. --describe-config runs even as root.
+func knowsSetting(ctx context.Context, binDir, name string) (bool, error) {
+	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "postgres"), "--describe-config").Output()
+	if err != nil {
+		return false, fmt.Errorf("localpg: postgres --describe-config: %w", err)
+	}
+	for line := range bytes.Lines(out) {
+		if n, _, ok := bytes.Cut(line, []byte("\t")); ok && string(n) == name {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (c *Cluster) initdb(ctx context.Context) error {
