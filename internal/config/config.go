@@ -132,9 +132,12 @@ type Config struct {
 	IterSize              int // key itersize; default 20000
 	Wal2jsonMessageFormat int // default 2
 	SlotName              string
-	DebugLSN              bool
-	JSONAsObject          bool
-	ApplicationName       string // default "tap-postgres"
+	// PublicationName is the publication of pgoutput slots; default the
+	// slot's name. {dbname} is replaced per database.
+	PublicationName string
+	DebugLSN        bool
+	JSONAsObject    bool
+	ApplicationName string // default "tap-postgres"
 
 	// sslSwitch records `ssl: true` so that Validate can still report the
 	// conflict with sslmode disable after Parse folded ssl into SSLMode.
@@ -223,6 +226,7 @@ func Parse(data []byte) (Config, []string, error) {
 		{"itersize", &c.IterSize},
 		{"wal2json_message_format", &c.Wal2jsonMessageFormat},
 		{"slot_name", &c.SlotName},
+		{"publication_name", &c.PublicationName},
 		{"debug_lsn", &c.DebugLSN},
 		{"json_as_object", &c.JSONAsObject},
 		{"application_name", &c.ApplicationName},

@@ -58,8 +58,9 @@ type Column struct {
 	NotNull bool
 	// SQLType is format_type(atttypid, atttypmod).
 	SQLType string
-	// TypeOID is atttypid.
+	// TypeOID is atttypid, TypeMod atttypmod.
 	TypeOID uint32
+	TypeMod int32
 	Type    *types.Type
 }
 
@@ -214,13 +215,12 @@ func loadColumns(ctx context.Context, conn *pgx.Conn, byOID map[uint32]*Table, o
 	defer rows.Close()
 	for rows.Next() {
 		var rel uint32
-		var typmod int32
 		c := &Column{}
-		if err := rows.Scan(&rel, &c.Name, &c.Num, &c.TypeOID, &typmod, &c.NotNull, &c.SQLType); err != nil {
+		if err := rows.Scan(&rel, &c.Name, &c.Num, &c.TypeOID, &c.TypeMod, &c.NotNull, &c.SQLType); err != nil {
 			return err
 		}
 		t := byOID[rel]
-		c.Type, err = types.Resolve(c.TypeOID, typmod, lookup, opts)
+		c.Type, err = types.Resolve(c.TypeOID, c.TypeMod, lookup, opts)
 		if err != nil {
 			return fmt.Errorf("%s.%s column %s: %w", t.Schema, t.Name, c.Name, err)
 		}
@@ -274,31 +274,49 @@ func nonNil(s []string) []string {
 // of a change: its format_type name and OID. The name carries the typmod
 // (numeric(12,2), bit(1)) and is used when it denotes that very OID; names
 // that do not resolve back to it ("char", types outside the search path)
-// fall back to the OID alone.
-func ResolveLogType(ctx context.Context, conn *pgx.Conn, name string, oid uint32, opts types.Options) (*types.Type, error) {
+// fall back to the OID alone. It returns the typmod the name carries (-1
+// for none).
+func ResolveLogType(ctx context.Context, conn *pgx.Conn, name string, oid uint32, opts types.Options) (*types.Type, int32, error) {
 	lookup, err := typeLookup(ctx, conn)
 	if err != nil {
-		return nil, fmt.Errorf("resolve type %q: %w", name, err)
+		return nil, 0, fmt.Errorf("resolve type %q: %w", name, err)
 	}
 	var named uint32
 	// regtype input accepts nothing but a type name, so the cast below
 	// cannot run anything else.
 	if err := conn.QueryRow(ctx, `SELECT to_regtype($1)::oid`, name).Scan(&named); err != nil || named == 0 || oid != 0 && named != oid {
 		if oid == 0 {
-			return nil, fmt.Errorf("resolve type %q: not a type name", name)
+			return nil, 0, fmt.Errorf("resolve type %q: not a type name", name)
 		}
-		return types.Resolve(oid, -1, lookup, opts)
+		t, err := types.Resolve(oid, -1, lookup, opts)
+		return t, -1, err
 	}
 	rr := conn.PgConn().ExecParams(ctx, "SELECT NULL::"+name, nil, nil, nil, nil)
 	// The descriptions live in the connection's buffers: read them first.
 	fields := rr.FieldDescriptions()
 	if len(fields) != 1 {
 		rr.Close()
-		return nil, fmt.Errorf("resolve type %q: no result column", name)
+		return nil, 0, fmt.Errorf("resolve type %q: no result column", name)
 	}
 	typeOID, typmod := fields[0].DataTypeOID, fields[0].TypeModifier
 	if _, err := rr.Close(); err != nil {
-		return nil, fmt.Errorf("resolve type %q: %w", name, err)
+		return nil, 0, fmt.Errorf("resolve type %q: %w", name, err)
 	}
-	return types.Resolve(typeOID, typmod, lookup, opts)
+	t, err := types.Resolve(typeOID, typmod, lookup, opts)
+	return t, typmod, err
+}
+
+// ResolveTypeMod resolves a column type given by OID and typmod (as
+// pgoutput's Relation messages give it), with its format_type name.
+func ResolveTypeMod(ctx context.Context, conn *pgx.Conn, oid uint32, typmod int32, opts types.Options) (*types.Type, string, error) {
+	lookup, err := typeLookup(ctx, conn)
+	if err != nil {
+		return nil, "", fmt.Errorf("resolve type %d: %w", oid, err)
+	}
+	var name string
+	if err := conn.QueryRow(ctx, `SELECT format_type($1::oid, $2::int4)`, oid, typmod).Scan(&name); err != nil {
+		return nil, "", fmt.Errorf("resolve type %d: %w", oid, err)
+	}
+	t, err := types.Resolve(oid, typmod, lookup, opts)
+	return t, name, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
@@ -13,6 +14,10 @@ import (
 // checks that each selected table can be read. It writes one line per finding
 // to w and fails when any check failed.
 func (e *Engine) Check(ctx context.Context, catalog *singer.Catalog, w io.Writer) error {
+	return connect.WithHint(e.check(ctx, catalog, w))
+}
+
+func (e *Engine) check(ctx context.Context, catalog *singer.Catalog, w io.Writer) error {
 	conn, err := e.conn.Connect(ctx, e.cfg.DBName)
 	if err != nil {
 		return err
@@ -59,12 +64,21 @@ func (e *Engine) Check(ctx context.Context, catalog *singer.Catalog, w io.Writer
 	for _, db := range databasesOf(logPlans) {
 		ld := &logDatabase{name: db, plans: plansIn(logPlans, db)}
 		slot, err := e.checkSlot(ctx, ld, singer.NewState())
+		for _, f := range ld.findings {
+			if rest, warning := strings.CutPrefix(f, "WARNING "); warning {
+				fmt.Fprintf(w, "WARNING %s\n", rest)
+			} else {
+				fmt.Fprintf(w, "INFO database %q: %s\n", db, f)
+			}
+		}
 		if err != nil {
-			fmt.Fprintf(w, "ERROR %v\n", err)
-			failed++
+			for _, line := range splitJoined(err) {
+				fmt.Fprintf(w, "ERROR %v\n", connect.WithHint(line))
+				failed++
+			}
 			continue
 		}
-		fmt.Fprintf(w, "INFO database %q: slot %s (wal2json) is ready\n", db, slot.Name)
+		fmt.Fprintf(w, "INFO database %q: slot %s (%s) is ready\n", db, slot.Name, slot.Plugin)
 	}
 	if failed > 0 {
 		return fmt.Errorf("connection check failed: %d problem(s)", failed)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 	"github.com/tap-postgres/tap-postgres/internal/types"
@@ -14,6 +15,11 @@ import (
 
 // Discover builds the catalog of every database the user can connect to.
 func (e *Engine) Discover(ctx context.Context) (*singer.Catalog, error) {
+	catalog, err := e.discover(ctx)
+	return catalog, connect.WithHint(err)
+}
+
+func (e *Engine) discover(ctx context.Context) (*singer.Catalog, error) {
 	boot, err := e.conn.Connect(ctx, e.cfg.DBName)
 	if err != nil {
 		return nil, err

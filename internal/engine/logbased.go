@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
+	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/logical"
+	"github.com/tap-postgres/tap-postgres/internal/logical/pgoutput"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
@@ -17,12 +22,23 @@ import (
 // killed predecessor's walsender lingers a few seconds).
 const slotBusyWait = 15 * time.Second
 
+// Output plugins the tap decodes.
+const (
+	pluginPgoutput = "pgoutput"
+	pluginWal2json = "wal2json"
+)
+
 // logDatabase is what the checks made before anything else found for one
 // database's LOG_BASED streams.
 type logDatabase struct {
 	name  string
 	plans []*streamPlan
 	slot  logical.Slot
+	// publication is what a pgoutput slot streams.
+	publication string
+	// findings are what --test reports beside the slot: the plugin
+	// allow-list, keyless published tables.
+	findings []string
 }
 
 // prepareLogBased refuses what LOG_BASED cannot do and checks each
@@ -61,8 +77,10 @@ func (e *Engine) prepareLogBased(ctx context.Context, plans []*streamPlan, state
 }
 
 // checkSlot finds the database's slot and makes sure streaming from it can
-// lose nothing: it exists with wal2json, no other process holds it, and it is
-// not confirmed past any stream's bookmark.
+// lose nothing: it exists with a plugin the tap decodes and the server
+// allows, its publication (pgoutput) sends every change of every selected
+// table, no other process holds it, and it is not confirmed past any
+// stream's bookmark.
 func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.State) (logical.Slot, error) {
 	names := logical.SlotNames(e.cfg.SlotName, ld.name)
 	if len(names) == 0 {
@@ -83,8 +101,8 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 		var unusable []string
 		for i, s := range slots {
 			switch {
-			case s.Plugin != "wal2json":
-				unusable = append(unusable, fmt.Sprintf("%s uses plugin %q, not wal2json", s.Name, s.Plugin))
+			case s.Plugin != pluginWal2json && s.Plugin != pluginPgoutput:
+				unusable = append(unusable, fmt.Sprintf("%s uses plugin %q; the tap reads pgoutput and wal2json", s.Name, s.Plugin))
 			case s.Database != ld.name:
 				unusable = append(unusable, fmt.Sprintf("%s belongs to database %q", s.Name, s.Database))
 			default:
@@ -99,7 +117,9 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 			if len(unusable) > 0 {
 				msg += " (" + strings.Join(unusable, "; ") + ")"
 			}
-			return logical.Slot{}, fmt.Errorf("%s; create it with: SELECT * FROM pg_create_logical_replication_slot('%s', 'wal2json');", msg, names[0])
+			pub := pgoutput.PublicationName(e.cfg.PublicationName, names[0], ld.name)
+			return logical.Slot{}, fmt.Errorf("%s; create one with pgoutput, which every server allows: %s SELECT * FROM pg_create_logical_replication_slot('%s', 'pgoutput'); or with wal2json: SELECT * FROM pg_create_logical_replication_slot('%s', 'wal2json');",
+				msg, createPublication(pub, ld.plans), names[0], names[0])
 		}
 		if usable.ActivePID == 0 {
 			for _, p := range ld.plans {
@@ -108,7 +128,10 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 						usable.Name, usable.ConfirmedFlush, p.id, logical.LSN(lsn))
 				}
 			}
-			e.log.Info(fmt.Sprintf("database %q: using slot %s (confirmed to %s)", ld.name, usable.Name, usable.ConfirmedFlush))
+			if err := e.checkPlugin(ctx, conn, ld, usable); err != nil {
+				return logical.Slot{}, err
+			}
+			e.log.Info(fmt.Sprintf("database %q: using slot %s (%s, confirmed to %s)", ld.name, usable.Name, usable.Plugin, usable.ConfirmedFlush))
 			return *usable, nil
 		}
 		if !e.clock().Before(deadline) {
@@ -122,6 +145,124 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// checkPlugin makes sure the slot's plugin can stream every selected
+// change: wal2json must be allowed by output_plugin_libraries, pgoutput's
+// publication must hold the selected tables and every kind of change.
+func (e *Engine) checkPlugin(ctx context.Context, conn *pgx.Conn, ld *logDatabase, slot *logical.Slot) error {
+	allow, err := logical.ReadPluginAllowList(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	switch {
+	case !allow.Known:
+		ld.findings = append(ld.findings, "the server has no output_plugin_libraries: every installed plugin is allowed")
+	case allow.Readable:
+		ld.findings = append(ld.findings, fmt.Sprintf("output_plugin_libraries = '%s'", allow.Value))
+	default:
+		ld.findings = append(ld.findings, "output_plugin_libraries cannot be read by this role (superuser or pg_read_all_settings only)")
+	}
+	if slot.Plugin == pluginPgoutput {
+		return e.checkPublication(ctx, conn, ld, slot)
+	}
+	if !allow.Known {
+		return nil
+	}
+	if allow.Readable {
+		if allow.Allows(pluginWal2json) {
+			return nil
+		}
+		return pluginRefused(ld, slot, allow, fmt.Sprintf("output_plugin_libraries is '%s'", allow.Value))
+	}
+	err = logical.ProbePlugin(ctx, conn, slot.Name)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		return pluginRefused(ld, slot, allow, connect.WithHint(err).Error())
+	}
+	if err != nil {
+		return fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	return nil
+}
+
+// pluginRefused explains a wal2json slot the server will not decode, and
+// both ways out.
+func pluginRefused(ld *logDatabase, slot *logical.Slot, allow logical.PluginAllowList, why string) error {
+	items := allow.Items
+	if len(items) == 0 {
+		items = []string{pluginPgoutput, "test_decoding"}
+	}
+	var quoted []string
+	for _, item := range append(slices.Clone(items), pluginWal2json) {
+		quoted = append(quoted, "'"+strings.ReplaceAll(item, "'", "''")+"'")
+	}
+	return fmt.Errorf("database %q: slot %s uses wal2json, which this server does not allow as an output plugin (%s; PostgreSQL's November 2026 minor releases load only the plugins output_plugin_libraries lists). "+
+		"Either allow wal2json, as a superuser: ALTER SYSTEM SET output_plugin_libraries = %s; SELECT pg_reload_conf(); "+
+		"(list the items separately: one quoted string holding commas is a single item and allows nothing; on RDS/Aurora set it in the DB parameter group), "+
+		"or use pgoutput, which every server allows: %s SELECT pg_drop_replication_slot('%s'); SELECT * FROM pg_create_logical_replication_slot('%s', 'pgoutput'); then reset the LOG_BASED streams of database %q (the new slot starts now)",
+		ld.name, slot.Name, why, strings.Join(quoted, ", "), createPublication(slot.Name, ld.plans), slot.Name, slot.Name, ld.name)
+}
+
+// createPublication is the statement that publishes the selected tables.
+func createPublication(name string, plans []*streamPlan) string {
+	var tables []string
+	for _, p := range plans {
+		tables = append(tables, pgx.Identifier{p.schema, p.table}.Sanitize())
+	}
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true);",
+		pgx.Identifier{name}.Sanitize(), strings.Join(tables, ", "))
+}
+
+// checkPublication makes sure a pgoutput slot's publication sends every
+// change of every selected table.
+func (e *Engine) checkPublication(ctx context.Context, conn *pgx.Conn, ld *logDatabase, slot *logical.Slot) error {
+	ld.publication = pgoutput.PublicationName(e.cfg.PublicationName, slot.Name, ld.name)
+	pub, err := pgoutput.ReadPublication(ctx, conn, ld.publication)
+	if err != nil {
+		return fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	if pub == nil {
+		return fmt.Errorf("database %q: slot %s uses pgoutput, which streams a publication, and publication %s does not exist (set publication_name, or create it): %s",
+			ld.name, slot.Name, pgx.Identifier{ld.publication}.Sanitize(), createPublication(ld.publication, ld.plans))
+	}
+	var tables []pgoutput.Table
+	for _, p := range ld.plans {
+		tables = append(tables, pgoutput.Table{Schema: p.schema, Name: p.table, Partitioned: p.live.Kind == discovery.KindPartitionedTable})
+	}
+	missing, err := pub.Missing(ctx, conn, tables)
+	if err != nil {
+		return fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	var problems []error
+	if len(missing) > 0 {
+		var names []string
+		for _, t := range missing {
+			names = append(names, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		}
+		problems = append(problems, fmt.Errorf("database %q: publication %s does not publish %s, so its changes would never arrive: ALTER PUBLICATION %s ADD TABLE %s;",
+			ld.name, pgx.Identifier{pub.Name}.Sanitize(), strings.Join(names, ", "), pgx.Identifier{pub.Name}.Sanitize(), strings.Join(names, ", ")))
+	}
+	if lacking := pub.Unpublished(); len(lacking) > 0 {
+		problems = append(problems, fmt.Errorf("database %q: publication %s does not publish %s, which would be lost without a trace: ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');",
+			ld.name, pgx.Identifier{pub.Name}.Sanitize(), strings.Join(lacking, ", "), pgx.Identifier{pub.Name}.Sanitize()))
+	}
+	if err := errors.Join(problems...); err != nil {
+		return err
+	}
+	keyless, err := pub.KeylessTables(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	for _, t := range keyless {
+		name := pgx.Identifier{t[0], t[1]}.Sanitize()
+		msg := fmt.Sprintf("database %q: table %s is in publication %s but has no primary key or replica identity: PostgreSQL refuses UPDATE and DELETE on it while the publication publishes them; run ALTER TABLE %s REPLICA IDENTITY FULL;",
+			ld.name, name, pgx.Identifier{pub.Name}.Sanitize(), name)
+		e.log.Warn(msg)
+		ld.findings = append(ld.findings, "WARNING "+msg)
+	}
+	ld.findings = append(ld.findings, fmt.Sprintf("publication %s publishes every selected table", pgx.Identifier{pub.Name}.Sanitize()))
+	return nil
 }
 
 // copyLogBased runs the first-run copy of a LOG_BASED stream, or resumes an

@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/logical"
+	"github.com/tap-postgres/tap-postgres/internal/logical/pgoutput"
+	"github.com/tap-postgres/tap-postgres/internal/logical/wal2json"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 	"github.com/tap-postgres/tap-postgres/internal/types"
 )
@@ -25,10 +28,6 @@ const receiveWait = time.Second
 // stateInterval is the longest a run streams changes without a STATE.
 const stateInterval = 5 * time.Second
 
-// byteaOID is bytea's fixed OID: wal2json writes only that type's values
-// as bare hex (a domain over bytea goes through its output function).
-const byteaOID = 17
-
 // logStream is one selected stream as the change stream feeds it.
 type logStream struct {
 	p   *streamPlan
@@ -39,11 +38,8 @@ type logStream struct {
 	// ignored maps columns that are not synced (deselected, unsupported) to
 	// their type, to tell them from columns added since.
 	ignored map[string]string
-	// rawBytea marks bytea columns: wal2json sends their hex without the
-	// \x of the text form the copy has.
-	rawBytea []bool
-	keyCols  []int
-	warned   []types.Issue
+	keyCols []int
+	warned  []types.Issue
 	// vals is per-change scratch: the value of each synced column.
 	vals []*logical.Column
 	// liveColumns caches, per transaction, which columns the table has
@@ -67,8 +63,8 @@ type logRun struct {
 	out     *singer.Writer
 	conn    *pgx.Conn // normal connection: catalog lookups and TOAST re-reads
 	streams map[[2]string]*logStream
-	// types caches wal2json type names resolved to Types.
-	types map[string]*types.Type
+	// types caches the types changes name, resolved to Types.
+	types map[typeKey]resolvedType
 	// partitionSchemas hold selected partitioned roots: changes on tables
 	// there that no stream names may come from a partition created since.
 	partitionSchemas map[string]bool
@@ -81,7 +77,9 @@ type logRun struct {
 	commitTime []byte
 	timestamp  types.Type
 	// txTime is when the current transaction arrived: its time_extracted.
-	txTime     time.Time
+	txTime time.Time
+	// scratch holds the commit time's text on its way to JSON.
+	scratch    []byte
 	inTx       bool
 	sinceState int
 	lastState  time.Time
@@ -98,10 +96,10 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	r := &logRun{e: e, ld: ld, state: state, catalog: catalog, out: out, conn: conn,
-		streams: map[[2]string]*logStream{}, types: map[string]*types.Type{},
+		streams: map[[2]string]*logStream{}, types: map[typeKey]resolvedType{},
 		partitionSchemas: map[string]bool{}, unrouted: map[[2]string]bool{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
 	var start, ack uint64
-	var tables []string
+	var tables []wal2json.Table
 	toRoot := map[[2]string]*logStream{}
 	for _, p := range ld.plans {
 		ls, err := r.newLogStream(p)
@@ -109,7 +107,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			return err
 		}
 		r.streams[[2]string{p.schema, p.table}] = ls
-		tables = append(tables, escapeAddTable(p.schema, p.table))
+		tables = append(tables, wal2json.Table{Schema: p.schema, Name: p.table})
 		if p.live.Kind == discovery.KindPartitionedTable {
 			parts, err := partitionsOf(ctx, conn, p)
 			if err != nil {
@@ -120,7 +118,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			}
 			// Partitions created during the run are in the root's schema
 			// too: take the whole schema, and route by the catalog.
-			tables = append(tables, escapeAddTable(p.schema, "")+"*")
+			tables = append(tables, wal2json.Table{Schema: p.schema, WholeSchema: true})
 			r.partitionSchemas[p.schema] = true
 		}
 		if lsn := ls.bm.LSN; start == 0 || lsn < start {
@@ -143,21 +141,18 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 	if err != nil {
 		return err
 	}
-	args, decode := pluginArgs(e.cfg.Wal2jsonMessageFormat, strings.Join(tables, ","))
 	// Reading goes on after a stop signal until the current transaction's
 	// commit: the stream's context is not the run's.
 	io := context.WithoutCancel(ctx)
-	stream, err := logical.StartStream(io, &cfg.Config, logical.StreamConfig{
-		Slot: ld.slot.Name, Start: logical.LSN(start), Ack: logical.LSN(ack), PluginArgs: args, Clock: e.clock,
-	})
+	sc := logical.StreamConfig{Slot: ld.slot.Name, Start: logical.LSN(start), Ack: logical.LSN(ack), Clock: e.clock}
+	src, err := e.openSource(io, conn, &cfg.Config, ld, sc, tables)
 	if err != nil {
 		return fmt.Errorf("database %q: %w", ld.name, err)
 	}
-	defer stream.Close(io)
-	e.log.Info(fmt.Sprintf("database %q: streaming slot %s from %s (confirming %s), until %s",
-		ld.name, ld.slot.Name, logical.LSN(start), logical.LSN(ack), end))
+	defer src.Close(io)
+	e.log.Info(fmt.Sprintf("database %q: streaming slot %s (%s) from %s (confirming %s), until %s",
+		ld.name, ld.slot.Name, ld.slot.Plugin, logical.LSN(start), logical.LSN(ack), end))
 
-	var change logical.Change
 	var lastKeepalive logical.LSN
 	reachedEnd := false
 	lastData := e.clock()
@@ -178,57 +173,41 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 				return r.finish(reason, lastKeepalive)
 			}
 		}
-		msg, err := stream.Receive(io, receiveWait)
+		ev, err := src.Next(io, receiveWait)
 		if err != nil {
 			return fmt.Errorf("database %q: %w", ld.name, err)
 		}
-		switch msg.Kind {
-		case logical.KindKeepalive:
-			lastKeepalive = max(lastKeepalive, msg.ServerWALEnd)
-			if msg.ServerWALEnd >= end {
+		switch {
+		case ev == nil:
+		case ev.Op == logical.OpKeepalive:
+			lastKeepalive = max(lastKeepalive, ev.LSN)
+			if ev.LSN >= end {
 				reachedEnd = true
 			}
-		case logical.KindData:
+		default:
 			lastData = e.clock()
-			if err := decode(msg.Data, &change); err != nil {
-				return fmt.Errorf("database %q at %s: %w", ld.name, msg.WALStart, err)
-			}
 			// Catalog lookups and re-reads finish the transaction being
 			// read even after a stop signal.
-			if err := r.apply(io, &change, msg.WALStart); err != nil {
+			if err := r.apply(io, ev); err != nil {
 				return err
 			}
-			if msg.WALStart >= end && !r.inTx {
+			if ev.LSN >= end && !r.inTx {
 				reachedEnd = true
 			}
 		}
 	}
 }
 
-// pluginArgs are wal2json's options for a message format, and the decoder
-// of its messages. Format 2 sends one message per change and marks
-// transactions; format 1 (kept for compatibility) sends one document per
-// transaction, read here chunk by chunk.
-func pluginArgs(format int, addTables string) ([]string, func([]byte, *logical.Change) error) {
-	args := []string{
-		logical.PluginArg("include-timestamp", "true"),
-		logical.PluginArg("include-type-oids", "true"),
-		logical.PluginArg("add-tables", addTables),
+// openSource starts streaming through the slot's output plugin.
+func (e *Engine) openSource(ctx context.Context, conn *pgx.Conn, cfg *pgconn.Config, ld *logDatabase, sc logical.StreamConfig, tables []wal2json.Table) (logical.Source, error) {
+	if ld.slot.Plugin == pluginPgoutput {
+		version, err := pgoutput.ServerVersion(ctx, conn)
+		if err != nil {
+			return nil, err
+		}
+		return pgoutput.Open(ctx, cfg, sc, pgoutput.Options{Publication: ld.publication, ServerVersion: version})
 	}
-	if format == 1 {
-		// Type names are left out: wal2json's format 1 can print them as
-		// invalid JSON (quoted identifiers); the OIDs identify the types.
-		return append(args,
-			logical.PluginArg("format-version", "1"),
-			logical.PluginArg("write-in-chunks", "true"),
-			logical.PluginArg("include-types", "false"),
-		), logical.DecodeV1Chunk
-	}
-	return append(args,
-		logical.PluginArg("format-version", "2"),
-		logical.PluginArg("include-transaction", "true"),
-		logical.PluginArg("include-types", "true"),
-	), logical.DecodeV2
+	return wal2json.Open(ctx, cfg, sc, wal2json.Options{Format: e.cfg.Wal2jsonMessageFormat, Tables: tables})
 }
 
 // partitionsOf lists the partitions (at any depth) of a partitioned table.
@@ -253,23 +232,6 @@ func partitionsOf(ctx context.Context, conn *pgx.Conn, p *streamPlan) ([][2]stri
 		out = append(out, part)
 	}
 	return out, rows.Err()
-}
-
-// escapeAddTable writes schema.table for wal2json's add-tables, which splits
-// on commas and periods and treats a backslash as escaping the next byte.
-func escapeAddTable(schema, table string) string {
-	esc := func(s string) string {
-		var b strings.Builder
-		for i := 0; i < len(s); i++ {
-			c := s[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c >= 0x80) {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(c)
-		}
-		return b.String()
-	}
-	return esc(schema) + "." + esc(table)
 }
 
 func (r *logRun) newLogStream(p *streamPlan) (*logStream, error) {
@@ -297,10 +259,6 @@ func (ls *logStream) rebuild(e *Engine) {
 			}
 		}
 	}
-	ls.rawBytea = make([]bool, len(p.columns))
-	for i, c := range p.columns {
-		ls.rawBytea[i] = c.TypeOID == byteaOID
-	}
 	ls.keyCols = columnIndexes(p.columns, p.live.PrimaryKey)
 	ls.warned = make([]types.Issue, len(p.columns))
 	ls.vals = make([]*logical.Column, len(p.columns))
@@ -319,31 +277,29 @@ func (r *logRun) writeSchema(ls *logStream) error {
 	return nil
 }
 
-// apply handles one decoded message.
-func (r *logRun) apply(ctx context.Context, ch *logical.Change, at logical.LSN) error {
-	switch ch.Action {
-	case logical.ActionBegin:
+// apply handles one event of the change stream.
+func (r *logRun) apply(ctx context.Context, ev *logical.Event) error {
+	switch ev.Op {
+	case logical.OpBegin:
 		r.inTx = true
 		r.txTime = r.e.clock()
-		r.commitTime, _ = r.timestamp.AppendJSON(r.commitTime[:0], []byte(ch.Timestamp))
+		r.setCommitTime(ev.CommitTime)
 		for _, ls := range r.streams {
 			ls.liveColumns = nil
 		}
 		return nil
-	case logical.ActionCommit:
+	case logical.OpCommit:
 		r.inTx = false
 		if err := r.flush(ctx); err != nil {
 			return err
 		}
-		return r.committed(uint64(at))
-	case logical.ActionMessage:
-		return nil
+		return r.committed(uint64(ev.LSN))
 	}
-	ls, err := r.route(ctx, ch.Schema, ch.Table)
+	ls, err := r.route(ctx, ev.Schema, ev.Table)
 	if err != nil || ls == nil {
 		return err
 	}
-	if err := r.change(ctx, ls, ch, at); err != nil {
+	if err := r.change(ctx, ls, ev); err != nil {
 		return err
 	}
 	if len(r.pending) == 0 && r.sinceState >= stateEvery {
@@ -378,27 +334,40 @@ func (r *logRun) route(ctx context.Context, schema, table string) (*logStream, e
 	return ls, nil
 }
 
-// change handles one row change of a selected stream.
-func (r *logRun) change(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN) error {
-	if len(r.commitTime) == 0 {
-		r.commitTime, _ = r.timestamp.AppendJSON(r.commitTime[:0], []byte(ch.Timestamp))
+// setCommitTime keeps the transaction's commit time as _sdc_deleted_at's
+// JSON, formatted as the copy formats a timestamptz.
+func (r *logRun) setCommitTime(t time.Time) {
+	r.commitTime = r.commitTime[:0]
+	if t.IsZero() {
+		return
 	}
-	switch ch.Action {
-	case logical.ActionInsert:
-		return r.upsert(ctx, ls, ch, at, false)
-	case logical.ActionUpdate:
-		return r.upsert(ctx, ls, ch, at, true)
-	case logical.ActionDelete:
-		return r.delete(ctx, ls, ch.Identity, at)
-	case logical.ActionTruncate:
+	text := t.UTC().AppendFormat(r.scratch[:0], "2006-01-02 15:04:05.999999-07")
+	r.scratch = text
+	r.commitTime, _ = r.timestamp.AppendJSON(r.commitTime, text)
+}
+
+// change handles one row change of a selected stream.
+func (r *logRun) change(ctx context.Context, ls *logStream, ev *logical.Event) error {
+	if len(r.commitTime) == 0 {
+		r.setCommitTime(ev.CommitTime)
+	}
+	at := ev.LSN
+	switch ev.Op {
+	case logical.OpInsert:
+		return r.upsertRow(ctx, ls, ev, false, false)
+	case logical.OpUpdate:
+		return r.upsertRow(ctx, ls, ev, true, false)
+	case logical.OpDelete:
+		return r.delete(ctx, ls, ev.Old, at)
+	case logical.OpTruncate:
 		if err := r.flush(ctx); err != nil {
 			return err
 		}
-		if ch.Schema != ls.p.schema || ch.Table != ls.p.table {
+		if ev.Schema != ls.p.schema || ev.Table != ls.p.table {
 			// One partition emptied: a new version would empty the whole
 			// root in the target. The root is copied again next run.
 			r.e.log.Warn(fmt.Sprintf("stream %s: partition %q.%q was truncated; the stream will be copied again on the next run",
-				ls.p.id, ch.Schema, ch.Table))
+				ls.p.id, ev.Schema, ev.Table))
 			ls.recopy = true
 			return nil
 		}
@@ -410,25 +379,21 @@ func (r *logRun) change(ctx context.Context, ls *logStream, ch *logical.Change, 
 	return nil
 }
 
-// upsert emits an inserted or updated row. An update that changed the key
-// first deletes the old key.
-func (r *logRun) upsert(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN, update bool) error {
-	return r.upsertRow(ctx, ls, ch, at, update, false)
-}
-
-// upsertRow is upsert; oldKeyDeleted says a key change's delete already went
+// upsertRow emits an inserted or updated row. An update that changed the
+// key first deletes the old key; oldKeyDeleted says that delete already went
 // out (the row is being applied again after a shape change).
-func (r *logRun) upsertRow(ctx context.Context, ls *logStream, ch *logical.Change, at logical.LSN, update, oldKeyDeleted bool) error {
-	if err := r.mapColumns(ctx, ls, ch.Columns, !update); err != nil {
+func (r *logRun) upsertRow(ctx context.Context, ls *logStream, ev *logical.Event, update, oldKeyDeleted bool) error {
+	at := ev.LSN
+	if err := r.mapColumns(ctx, ls, ev.New); err != nil {
 		return err
 	}
-	if update && !oldKeyDeleted && len(ls.keyCols) > 0 && len(ch.Identity) > 0 && keyChanged(ls, ch.Identity) {
+	if update && !oldKeyDeleted && len(ls.keyCols) > 0 && len(ev.Old) > 0 && keyChanged(ls, ev.Old) {
 		oldKeyDeleted = true
-		if err := r.delete(ctx, ls, ch.Identity, at); err != nil {
+		if err := r.delete(ctx, ls, ev.Old, at); err != nil {
 			return err
 		}
 		// delete reused the scratch; map the new row again.
-		if err := r.mapColumns(ctx, ls, ch.Columns, false); err != nil {
+		if err := r.mapColumns(ctx, ls, ev.New); err != nil {
 			return err
 		}
 	}
@@ -439,7 +404,7 @@ func (r *logRun) upsertRow(ctx context.Context, ls *logStream, ch *logical.Chang
 		}
 		// Unchanged TOAST values are absent from an update's new row: the
 		// old row has them under REPLICA IDENTITY FULL.
-		if old := logical.Find(ch.Identity, ls.p.columns[i].Name); old != nil {
+		if old := logical.Find(ev.Old, ls.p.columns[i].Name); old != nil {
 			ls.vals[i] = old
 			continue
 		}
@@ -454,7 +419,7 @@ func (r *logRun) upsertRow(ctx context.Context, ls *logStream, ch *logical.Chang
 			if err := r.reshape(ctx, ls, shapeChange{dropped: dropped}); err != nil {
 				return err
 			}
-			return r.upsertRow(ctx, ls, ch, at, update, oldKeyDeleted)
+			return r.upsertRow(ctx, ls, ev, update, oldKeyDeleted)
 		}
 	}
 	return r.record(ctx, ls, missing, at, false)
@@ -463,9 +428,10 @@ func (r *logRun) upsertRow(ctx context.Context, ls *logStream, ch *logical.Chang
 // mapColumns points ls.vals at the change's columns. Columns the stream has
 // not seen, and columns whose type changed, are taken into the stream's
 // shape from the change itself (the catalog may have moved on since) and
-// announced in a new SCHEMA. complete says the change carries every column
-// (an insert), so that a missing one was dropped.
-func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.Column, complete bool) error {
+// announced in a new SCHEMA. A column the change lacks is the caller's to
+// explain: unchanged TOAST, a dropped column, or one the plugin does not
+// send (pgoutput leaves out generated columns).
+func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.Column) error {
 	clear(ls.vals)
 	var added []*discovery.Column
 	retyped := map[int]*discovery.Column{}
@@ -473,13 +439,14 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 		c := &cols[j]
 		if i, ok := ls.index[c.Name]; ok {
 			cur := ls.p.columns[i]
-			if c.TypeOID != 0 && c.TypeOID != cur.TypeOID || c.Type != "" && c.Type != cur.SQLType {
-				t, err := r.resolveType(ctx, c.Type, c.TypeOID)
+			if c.TypeOID != 0 && c.TypeOID != cur.TypeOID || c.TypeName != "" && c.TypeName != cur.SQLType ||
+				c.TypeModKnown && c.TypeMod != cur.TypeMod {
+				rt, err := r.resolveType(ctx, c)
 				if err != nil {
 					return fmt.Errorf("stream %s column %q: %w", ls.p.id, c.Name, err)
 				}
 				col := *cur
-				col.SQLType, col.Type = cmp.Or(c.Type, t.BaseName), t
+				col.SQLType, col.Type, col.TypeMod = rt.sqlType, rt.t, rt.typeMod
 				if c.TypeOID != 0 {
 					col.TypeOID = c.TypeOID
 				}
@@ -494,7 +461,7 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 			ls.vals[i] = c
 			continue
 		}
-		if typ, known := ls.ignored[c.Name]; known && typ == c.Type {
+		if typ, known := ls.ignored[c.Name]; known && (c.TypeName == "" || typ == c.TypeName) {
 			continue
 		}
 		col, err := r.newColumn(ctx, ls, c)
@@ -502,26 +469,18 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 			return err
 		}
 		if col == nil {
-			ls.ignored[c.Name] = c.Type
+			ls.ignored[c.Name] = c.TypeName
 			continue
 		}
 		added = append(added, col)
 	}
-	var dropped []int
-	if complete {
-		for i, v := range ls.vals {
-			if v == nil {
-				dropped = append(dropped, i)
-			}
-		}
-	}
-	if len(retyped) == 0 && added == nil && dropped == nil {
+	if len(retyped) == 0 && added == nil {
 		return nil
 	}
-	if err := r.reshape(ctx, ls, shapeChange{dropped: dropped, added: added, retyped: retyped}); err != nil {
+	if err := r.reshape(ctx, ls, shapeChange{added: added, retyped: retyped}); err != nil {
 		return err
 	}
-	return r.mapColumns(ctx, ls, cols, complete)
+	return r.mapColumns(ctx, ls, cols)
 }
 
 // newColumn decides whether a column first seen in the log is synced: it is
@@ -538,28 +497,52 @@ func (r *logRun) newColumn(ctx context.Context, ls *logStream, c *logical.Column
 			}
 		}
 	}
-	t, err := r.resolveType(ctx, c.Type, c.TypeOID)
+	rt, err := r.resolveType(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s new column %q: %w", ls.p.id, c.Name, err)
 	}
-	if !t.Supported() {
+	if !rt.t.Supported() {
 		return nil, nil
 	}
-	return &discovery.Column{Name: c.Name, SQLType: cmp.Or(c.Type, t.BaseName), TypeOID: c.TypeOID, Type: t}, nil
+	return &discovery.Column{Name: c.Name, SQLType: rt.sqlType, TypeOID: c.TypeOID, TypeMod: rt.typeMod, Type: rt.t}, nil
 }
 
-// resolveType turns a wal2json type into a Type, once per name and OID.
-func (r *logRun) resolveType(ctx context.Context, name string, oid uint32) (*types.Type, error) {
-	key := fmt.Sprintf("%d %s", oid, name)
-	if t, ok := r.types[key]; ok {
-		return t, nil
+// typeKey is a column type as a change describes it.
+type typeKey struct {
+	name         string
+	oid          uint32
+	typeMod      int32
+	typeModKnown bool
+}
+
+// resolvedType is a change's column type looked up in the catalog.
+type resolvedType struct {
+	t       *types.Type
+	sqlType string
+	typeMod int32
+}
+
+// resolveType turns a change's column type into a Type, once per type: by
+// its name when the plugin names types (wal2json), else by OID and typmod.
+func (r *logRun) resolveType(ctx context.Context, c *logical.Column) (resolvedType, error) {
+	key := typeKey{name: c.TypeName, oid: c.TypeOID, typeMod: c.TypeMod, typeModKnown: c.TypeModKnown}
+	if rt, ok := r.types[key]; ok {
+		return rt, nil
 	}
-	t, err := discovery.ResolveLogType(ctx, r.conn, name, oid, r.e.typeOptions())
+	var rt resolvedType
+	var err error
+	if c.TypeModKnown {
+		rt.t, rt.sqlType, err = discovery.ResolveTypeMod(ctx, r.conn, c.TypeOID, c.TypeMod, r.e.typeOptions())
+		rt.typeMod = c.TypeMod
+	} else {
+		rt.t, rt.typeMod, err = discovery.ResolveLogType(ctx, r.conn, c.TypeName, c.TypeOID, r.e.typeOptions())
+		rt.sqlType = cmp.Or(c.TypeName, rt.t.BaseName)
+	}
 	if err != nil {
-		return nil, err
+		return resolvedType{}, err
 	}
-	r.types[key] = t
-	return t, nil
+	r.types[key] = rt
+	return rt, nil
 }
 
 // sameSchema tells whether two types look alike to the target.
@@ -659,7 +642,7 @@ func (r *logRun) hold(ls *logStream, needs []int, at logical.LSN, deleted bool) 
 	vals := make([]*logical.Column, len(ls.vals))
 	for i, v := range ls.vals {
 		if v != nil {
-			vals[i] = &logical.Column{Name: v.Name, Type: v.Type, Value: bytes.Clone(v.Value), Null: v.Null}
+			vals[i] = &logical.Column{Name: v.Name, Value: bytes.Clone(v.Value), Null: v.Null}
 		}
 	}
 	r.pending = append(r.pending, pendingRecord{ls: ls, vals: vals, needs: needs, at: at, deleted: deleted,
@@ -727,7 +710,7 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 				ph = nil
 				break
 			}
-			params = append(params, ls.keyText(k, v.Value))
+			params = append(params, v.Value)
 			ph = append(ph, fmt.Sprintf("$%d", len(params)))
 		}
 		if ph != nil {
@@ -757,7 +740,7 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 		key := make([][]byte, len(ls.keyCols))
 		for n, k := range ls.keyCols {
 			if v := p.vals[k]; v != nil {
-				key[n] = ls.keyText(k, v.Value)
+				key[n] = v.Value
 			}
 		}
 		row, ok := current[joinKey(key)]
@@ -766,28 +749,10 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 		}
 		for _, i := range p.needs {
 			v := row[indexOfInt(missing, i)]
-			if ls.rawBytea[i] {
-				// The table gives bytea as \x-prefixed text; held values
-				// are in wal2json's bare hex, which emit prefixes.
-				v = bytes.TrimPrefix(v, []byte(`\x`))
-			}
 			p.vals[i] = &logical.Column{Name: ls.p.columns[i].Name, Value: v, Null: v == nil}
 		}
 	}
 	return nil
-}
-
-// keyText turns a key value as wal2json wrote it into PostgreSQL's own text
-// form, which the re-read both binds and returns: wal2json writes booleans
-// as true/false and bytea as bare hex.
-func (ls *logStream) keyText(col int, v []byte) []byte {
-	switch {
-	case ls.rawBytea[col]:
-		return append([]byte(`\x`), v...)
-	case ls.p.columns[col].Type.Kind == types.KindBoolean && len(v) > 0:
-		return v[:1]
-	}
-	return v
 }
 
 // joinKey makes a map key of key values as PostgreSQL prints them. The key
@@ -858,10 +823,6 @@ func (r *logRun) emitValues(ls *logStream, vals []*logical.Column, at logical.LS
 		buf = ls.enc.Field(buf, i)
 		if v.Null {
 			buf = append(buf, "null"...)
-			continue
-		}
-		if ls.rawBytea[i] {
-			buf = append(append(append(buf, `"\\x`...), v.Value...), '"')
 			continue
 		}
 		var issue types.Issue

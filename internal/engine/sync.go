@@ -7,12 +7,17 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
 // Sync replicates the catalog's selected streams, starting from state, and
 // writes messages to out.
 func (e *Engine) Sync(ctx context.Context, catalog *singer.Catalog, state *singer.State, out *singer.Writer) error {
+	return connect.WithHint(e.sync(ctx, catalog, state, out))
+}
+
+func (e *Engine) sync(ctx context.Context, catalog *singer.Catalog, state *singer.State, out *singer.Writer) error {
 	runStart := e.clock()
 	// The acknowledgement may only confirm what the target had committed:
 	// the state as given, before this run changes it.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -12,9 +13,20 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// statusInterval keeps standby status updates well under the 10 s the
-// contract allows and under wal_sender_timeout's 60 s default.
-const statusInterval = 5 * time.Second
+const (
+	// statusInterval keeps standby status updates well under the 10 s the
+	// contract allows and under wal_sender_timeout's 60 s default, also
+	// while the consumer is not reading.
+	statusInterval = 5 * time.Second
+	// quietInterval is how long the stream may be silent before the server
+	// is asked where it is, so that stop rules see an idle server's
+	// progress.
+	quietInterval = time.Second
+	// bufferedMessages bounds how far reading runs ahead of a slow consumer:
+	// memory stays flat, and the server waits on the connection's flow
+	// control meanwhile.
+	bufferedMessages = 256
+)
 
 // StreamConfig says where to stream from and what to acknowledge.
 type StreamConfig struct {
@@ -25,14 +37,6 @@ type StreamConfig struct {
 	Ack        LSN
 	PluginArgs []string
 	Clock      func() time.Time
-}
-
-// Stream is one replication connection streaming a slot.
-type Stream struct {
-	conn       *pgconn.PgConn
-	ack        LSN
-	clock      func() time.Time
-	lastStatus time.Time
 }
 
 // MessageKind tells data from keepalives.
@@ -56,6 +60,33 @@ type Message struct {
 	Data         []byte
 }
 
+// Stream is one replication connection streaming a slot. A goroutine of its
+// own owns the connection: it reads ahead into a bounded queue and keeps
+// standby status updates going while the consumer is blocked (a target
+// flushing a batch for minutes), so the server's wal_sender_timeout never
+// ends the stream.
+type Stream struct {
+	conn   *pgconn.PgConn
+	ack    LSN
+	clock  func() time.Time
+	queue  chan *queued
+	free   chan *queued
+	cancel context.CancelFunc
+	done   chan struct{}
+	// err is why the reader stopped; read after done is closed.
+	err error
+	// current is the message handed out by the last Receive, returned to
+	// free on the next.
+	current *queued
+	timer   *time.Timer
+	close   sync.Once
+}
+
+type queued struct {
+	msg Message
+	buf []byte
+}
+
 // StartStream opens a replication connection and starts streaming the slot.
 // The acknowledgement is sent at once, so the slot reflects what the target
 // holds within moments of the start.
@@ -70,13 +101,22 @@ func StartStream(ctx context.Context, cfg *pgconn.Config, sc StreamConfig) (*Str
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("start replication from slot %s at %s: %w", sc.Slot, sc.Start, err)
 	}
-	s := &Stream{conn: conn, ack: sc.Ack, clock: sc.Clock}
+	s := &Stream{conn: conn, ack: sc.Ack, clock: sc.Clock,
+		queue: make(chan *queued, bufferedMessages), free: make(chan *queued, bufferedMessages),
+		done: make(chan struct{}), timer: time.NewTimer(time.Hour)}
+	s.timer.Stop()
+	for range bufferedMessages {
+		s.free <- &queued{}
+	}
 	// Asking for a reply gets a keepalive with the server's position at once,
 	// which is how an idle stream learns that it is caught up.
 	if err := s.sendStatus(ctx, true); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	readCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	go s.read(readCtx)
 	return s, nil
 }
 
@@ -98,66 +138,161 @@ func (s *Stream) sendStatus(ctx context.Context, replyRequested bool) error {
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
 	}
-	s.lastStatus = s.clock()
 	return nil
 }
 
-// Receive waits up to wait for one message, sending status updates when due
-// or asked for. Data is valid until the next Receive.
-func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, error) {
-	if s.clock().Sub(s.lastStatus) >= statusInterval {
-		if err := s.sendStatus(ctx, false); err != nil {
-			return Message{}, err
+// read is the connection's only user once streaming runs: it receives
+// messages into the queue and sends a status update whenever one is due,
+// whether or not the consumer keeps up.
+func (s *Stream) read(ctx context.Context) {
+	defer close(s.done)
+	defer close(s.queue)
+	lastStatus := s.clock()
+	status := func(replyRequested bool) error {
+		if err := s.sendStatus(ctx, replyRequested); err != nil {
+			return err
 		}
+		lastStatus = s.clock()
+		return nil
 	}
-	deadline := s.lastStatus.Add(statusInterval)
-	if until := s.clock().Add(wait); until.Before(deadline) {
-		deadline = until
-	}
-	rctx, cancel := context.WithDeadline(ctx, deadline)
-	raw, err := s.conn.ReceiveMessage(rctx)
-	cancel()
-	if err != nil {
-		if pgconn.Timeout(err) && ctx.Err() == nil {
-			// Quiet: ask where the server is, so stop rules see progress.
-			return Message{}, s.sendStatus(ctx, true)
+	for {
+		if s.clock().Sub(lastStatus) >= statusInterval {
+			if s.err = status(false); s.err != nil {
+				return
+			}
 		}
-		return Message{}, fmt.Errorf("receive from replication stream: %w", err)
+		var slot *queued
+		select {
+		case slot = <-s.free:
+		default:
+		}
+		for slot == nil {
+			select {
+			case slot = <-s.free:
+			case <-ctx.Done():
+				s.err = context.Cause(ctx)
+				return
+			case <-time.After(statusInterval - min(s.clock().Sub(lastStatus), statusInterval)):
+				// The consumer holds every buffer: keep the server
+				// informed while it catches up.
+				if s.err = status(false); s.err != nil {
+					return
+				}
+			}
+		}
+		deadline := max(min(statusInterval-s.clock().Sub(lastStatus), quietInterval), time.Millisecond)
+		rctx, cancel := context.WithTimeout(ctx, deadline)
+		raw, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			s.free <- slot
+			if ctx.Err() != nil {
+				s.err = context.Cause(ctx)
+				return
+			}
+			if pgconn.Timeout(err) {
+				// Quiet: ask where the server is, so stop rules see progress.
+				if s.err = status(true); s.err != nil {
+					return
+				}
+				continue
+			}
+			s.err = fmt.Errorf("receive from replication stream: %w", err)
+			return
+		}
+		ok, err := s.fill(slot, raw)
+		if err == nil && ok && slot.msg.Kind == KindKeepalive && slot.replyRequested() {
+			err = status(false)
+		}
+		if err != nil {
+			s.err = err
+			return
+		}
+		if !ok {
+			s.free <- slot
+			continue
+		}
+		s.queue <- slot
 	}
+}
+
+// replyRequested is a keepalive's request for a status update, kept in its
+// buffer's first byte.
+func (q *queued) replyRequested() bool { return len(q.buf) > 0 && q.buf[0] == 1 }
+
+// fill copies a server message into a queue slot; false for messages that
+// carry nothing for the consumer.
+func (s *Stream) fill(q *queued, raw pgproto3.BackendMessage) (bool, error) {
 	switch msg := raw.(type) {
 	case *pgproto3.CopyData:
 		if len(msg.Data) == 0 {
-			return Message{}, errors.New("empty replication message")
+			return false, errors.New("empty replication message")
 		}
 		switch msg.Data[0] {
 		case pglogrepl.PrimaryKeepaliveMessageByteID:
 			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
 			if err != nil {
-				return Message{}, fmt.Errorf("parse keepalive: %w", err)
+				return false, fmt.Errorf("parse keepalive: %w", err)
 			}
+			q.buf = q.buf[:0]
 			if ka.ReplyRequested {
-				if err := s.sendStatus(ctx, false); err != nil {
-					return Message{}, err
-				}
+				q.buf = append(q.buf, 1)
 			}
-			return Message{Kind: KindKeepalive, ServerWALEnd: ka.ServerWALEnd}, nil
+			q.msg = Message{Kind: KindKeepalive, ServerWALEnd: ka.ServerWALEnd}
+			return true, nil
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
 			if err != nil {
-				return Message{}, fmt.Errorf("parse XLogData: %w", err)
+				return false, fmt.Errorf("parse XLogData: %w", err)
 			}
-			return Message{Kind: KindData, WALStart: xld.WALStart, ServerWALEnd: xld.ServerWALEnd, Data: xld.WALData}, nil
+			q.buf = append(q.buf[:0], xld.WALData...)
+			q.msg = Message{Kind: KindData, WALStart: xld.WALStart, ServerWALEnd: xld.ServerWALEnd, Data: q.buf}
+			return true, nil
 		}
-		return Message{}, fmt.Errorf("unknown replication message type %q", msg.Data[0])
+		return false, fmt.Errorf("unknown replication message type %q", msg.Data[0])
 	case *pgproto3.ErrorResponse:
-		return Message{}, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		return false, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
 	case *pgproto3.CopyDone:
-		return Message{}, errors.New("server ended the replication stream")
+		return false, errors.New("server ended the replication stream")
 	}
-	return Message{}, nil
+	return false, nil
+}
+
+// Receive waits up to wait for one message. Data is valid until the next
+// Receive.
+func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, error) {
+	if s.current != nil {
+		s.free <- s.current
+		s.current = nil
+	}
+	var q *queued
+	var ok bool
+	select {
+	case q, ok = <-s.queue:
+	default:
+		s.timer.Reset(wait)
+		select {
+		case q, ok = <-s.queue:
+			s.timer.Stop()
+		case <-s.timer.C:
+			return Message{}, nil
+		case <-ctx.Done():
+			s.timer.Stop()
+			return Message{}, context.Cause(ctx)
+		}
+	}
+	if !ok {
+		return Message{}, s.err
+	}
+	s.current = q
+	return q.msg, nil
 }
 
 // Close ends streaming and the connection.
 func (s *Stream) Close(ctx context.Context) error {
+	s.close.Do(func() {
+		s.cancel()
+		<-s.done
+	})
 	return s.conn.Close(ctx)
 }

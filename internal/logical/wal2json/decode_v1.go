@@ -1,4 +1,4 @@
-package logical
+package wal2json
 
 import (
 	"bytes"
@@ -133,7 +133,7 @@ func zipColumns(dst []Column, names, typeNames []string, typeOIDs []uint32, valu
 	for i, v := range values {
 		v.Name = names[i]
 		if len(typeNames) > 0 {
-			v.Type = typeNames[i]
+			v.TypeName = typeNames[i]
 		}
 		if len(typeOIDs) > 0 {
 			v.TypeOID = typeOIDs[i]

@@ -1,4 +1,4 @@
-package logical
+package wal2json
 
 import "testing"
 
@@ -13,7 +13,7 @@ func TestDecodeV1Chunk(t *testing.T) {
 		{`{"kind":"insert","schema":"s","table":"t","columnnames":["id","n","s"],"columntypes":["integer","numeric","text"],"columnvalues":[1,12345678901234567890.123456789,"a\"b"]}`,
 			ActionInsert, func() bool {
 				return c.Schema == "s" && c.Table == "t" && len(c.Columns) == 3 && string(c.Columns[1].Value) == "12345678901234567890.123456789" &&
-					c.Columns[1].Type == "numeric" && string(c.Columns[2].Value) == `a"b`
+					c.Columns[1].TypeName == "numeric" && string(c.Columns[2].Value) == `a"b`
 			}},
 		{`,{"kind":"update","schema":"s","table":"t","columnnames":["id"],"columntypes":["integer"],"columnvalues":[2],"oldkeys":{"keynames":["id"],"keytypes":["integer"],"keyvalues":[1]}}`,
 			ActionUpdate, func() bool {

@@ -1,4 +1,4 @@
-package logical
+package wal2json
 
 import (
 	"encoding/json"
@@ -36,8 +36,8 @@ func TestDecodeV2(t *testing.T) {
 	}
 	for i, w := range want {
 		got := c.Columns[i]
-		if got.Name != w.name || got.Type != w.typ || string(got.Value) != w.value || got.Null != w.null {
-			t.Errorf("column %d = %q %q %q null=%v, want %+v", i, got.Name, got.Type, got.Value, got.Null, w)
+		if got.Name != w.name || got.TypeName != w.typ || string(got.Value) != w.value || got.Null != w.null {
+			t.Errorf("column %d = %q %q %q null=%v, want %+v", i, got.Name, got.TypeName, got.Value, got.Null, w)
 		}
 	}
 	if len(c.Identity) != 1 || string(c.Identity[0].Value) != "-7" {
@@ -49,8 +49,8 @@ func TestDecodeV2(t *testing.T) {
 	if err := DecodeV2([]byte(raw), &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Columns[0].Type != `"odd Schema".mood` || c.Columns[0].TypeOID != 16470 || string(c.Columns[0].Value) != "calm" ||
-		c.Columns[1].Type != "char" || c.Columns[1].TypeOID != 18 {
+	if c.Columns[0].TypeName != `"odd Schema".mood` || c.Columns[0].TypeOID != 16470 || string(c.Columns[0].Value) != "calm" ||
+		c.Columns[1].TypeName != "char" || c.Columns[1].TypeOID != 18 {
 		t.Fatalf("raw type names: %+v", c.Columns)
 	}
 	for _, bad := range []string{``, `{`, `{"action":"I"`, `{"action":"II"}`, `{"schema":"s"}`, `{"action":"I"} x`,
@@ -104,8 +104,8 @@ func FuzzDecodeV2(f *testing.F) {
 		}
 		for i, col := range c.Columns {
 			r := ref.Columns[i]
-			if col.Name != r.Name || col.Type != r.Type {
-				t.Fatalf("column %d: %q %q vs %q %q", i, col.Name, col.Type, r.Name, r.Type)
+			if col.Name != r.Name || col.TypeName != r.Type {
+				t.Fatalf("column %d: %q %q vs %q %q", i, col.Name, col.TypeName, r.Name, r.Type)
 			}
 			raw := strings.TrimSpace(string(r.Value))
 			switch {

@@ -1,7 +1,7 @@
-// Package logical is the PostgreSQL side of LOG_BASED replication: slots,
-// the replication stream, and wal2json decoders that turn plugin output into
-// Change values. It knows nothing of Singer.
-package logical
+// Package wal2json streams a slot through the wal2json output plugin: its
+// options and table filter, its two message formats, and the translation of
+// its messages into the normalised logical.Event.
+package wal2json
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/tap-postgres/tap-postgres/internal/jsonstr"
+	"github.com/tap-postgres/tap-postgres/internal/logical"
 )
 
 // Action is a wal2json change kind.
@@ -26,17 +27,9 @@ const (
 	ActionMessage  Action = 'M'
 )
 
-// Column is one column value of a change, in PostgreSQL's text form as the
-// tap's formatter expects it: strings unescaped, numbers and booleans as
-// written (never through a float), Null for SQL NULL.
-type Column struct {
-	Name string
-	Type string
-	// TypeOID is the column type's OID (include-type-oids); 0 when absent.
-	TypeOID uint32
-	Value   []byte
-	Null    bool
-}
+// Column is a column value as the decoders read it: strings unescaped,
+// numbers and booleans as wal2json wrote them (never through a float).
+type Column = logical.Column
 
 // Change is one decoded wal2json message. A decoder reuses a Change's
 // buffers: values are valid until the next decode into it.
@@ -55,25 +48,16 @@ type Change struct {
 	buf []byte
 }
 
-// reset empties c for a message of n bytes. Strings are unescaped into buf;
-// reserving the message's size up front keeps earlier slices of buf valid
-// (no reallocation while decoding).
+// reset empties c for a message of n bytes. Strings are unescaped into buf,
+// and values rewritten into PostgreSQL's text form after them; reserving
+// twice the message's size up front keeps earlier slices of buf valid (no
+// reallocation while decoding).
 func (c *Change) reset(n int) {
 	c.Action, c.Schema, c.Table, c.Timestamp = 0, "", "", ""
 	c.Columns, c.Identity, c.buf = c.Columns[:0], c.Identity[:0], c.buf[:0]
-	if cap(c.buf) < n {
-		c.buf = make([]byte, 0, n)
+	if need := 2*n + 64; cap(c.buf) < need {
+		c.buf = make([]byte, 0, need)
 	}
-}
-
-// Find returns the named column of cols, or nil.
-func Find(cols []Column, name string) *Column {
-	for i := range cols {
-		if cols[i].Name == name {
-			return &cols[i]
-		}
-	}
-	return nil
 }
 
 // DecodeV2 decodes one wal2json format-version 2 message into c.
@@ -211,7 +195,7 @@ func (s *scanner) columns(c *Change, out *[]Column) error {
 				return s.text(c, &col.Name)
 			case "type":
 				v, err := s.typeName(c)
-				col.Type = string(v)
+				col.TypeName = string(v)
 				return err
 			case "typeoid":
 				oid, err := s.oid(c)
