@@ -18,10 +18,11 @@ import (
 // does (CONNECT, USAGE, SELECT, default privileges, REPLICATION) and runs
 // discovery, all three methods and --test with it: nothing needs superuser.
 func TestLeastPrivilegeRole(t *testing.T) {
-	db := testpg.NewDatabase(t, pg)
-	role := "tap_" + db[len(db)-8:]
-	slot := slotFor(db)
-	testpg.Exec(t, pg, db, fmt.Sprintf(`
+	forEachDecoder(t, decoders, func(t *testing.T, dec decoder) {
+		db := testpg.NewDatabase(t, pg)
+		role := "tap_" + db[len(db)-8:]
+		slot := slotFor(db)
+		testpg.Exec(t, pg, db, fmt.Sprintf(`
 		CREATE SCHEMA app;
 		CREATE TABLE app.orders (id integer PRIMARY KEY, total numeric(10,2), updated_at timestamptz NOT NULL);
 		INSERT INTO app.orders SELECT g, g * 1.5, timestamptz '2024-01-01' + g * interval '1 minute' FROM generate_series(1, 30) g;
@@ -32,41 +33,42 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO %[1]s;
 		ALTER ROLE %[1]s REPLICATION;
 		CREATE TABLE app.later (id integer PRIMARY KEY);`, role, db))
-	t.Cleanup(func() {
-		testpg.Exec(t, pg, db, "DROP OWNED BY "+role)
-		testpg.Exec(t, pg, "postgres", "DROP ROLE IF EXISTS "+role)
+		t.Cleanup(func() {
+			testpg.Exec(t, pg, db, "DROP OWNED BY "+role)
+			testpg.Exec(t, pg, "postgres", "DROP ROLE IF EXISTS "+role)
+		})
+		newSlot(t, db, slot, dec)
+		cfg := configFor(db, map[string]any{"user": role, "password": "least-priv-pw", "slot_name": slot})
+		cfgPath := writeFile(t, "config.json", cfg)
+		catalog := discover(t, cfgPath)
+		if got := len(streams(catalog)); got != 2 {
+			t.Fatalf("the role discovers %d tables, want 2 (orders, and later through default privileges)", got)
+		}
+		for method, extra := range map[string]map[string]any{
+			"FULL_TABLE":  {"replication-method": "FULL_TABLE"},
+			"INCREMENTAL": {"replication-method": "INCREMENTAL", "replication-key": "updated_at"},
+			"LOG_BASED":   {"replication-method": "LOG_BASED"},
+		} {
+			c := discover(t, cfgPath)
+			selectStreams(c, extra, db+"-app-orders")
+			catPath := writeFile(t, "catalog.json", c)
+			r := runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catPath)
+			if r.code != 0 || len(records(r.messages, "orders")) != 30 {
+				t.Fatalf("%s as the least-privileged role: exit %d, %d records\n%s", method, r.code, len(records(r.messages, "orders")), r.stderr)
+			}
+			if method == "LOG_BASED" {
+				testpg.Exec(t, pg, db, "UPDATE app.orders SET total = 0 WHERE id = 1")
+				again := runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catPath, "--state", writeFile(t, "state.json", lastState(t, r.messages)))
+				if again.code != 0 || len(records(again.messages, "orders")) != 1 {
+					t.Fatalf("LOG_BASED streaming as the role: exit %d\n%s", again.code, again.stderr)
+				}
+				check := runTap(t, cli.Env{}, "--config", cfgPath, "--test", "--catalog", catPath)
+				if check.code != 0 {
+					t.Fatalf("--test as the role: exit %d\n%s", check.code, check.stderr)
+				}
+			}
+		}
 	})
-	newSlot(t, db, slot)
-	cfg := configFor(db, map[string]any{"user": role, "password": "least-priv-pw", "slot_name": slot})
-	cfgPath := writeFile(t, "config.json", cfg)
-	catalog := discover(t, cfgPath)
-	if got := len(streams(catalog)); got != 2 {
-		t.Fatalf("the role discovers %d tables, want 2 (orders, and later through default privileges)", got)
-	}
-	for method, extra := range map[string]map[string]any{
-		"FULL_TABLE":  {"replication-method": "FULL_TABLE"},
-		"INCREMENTAL": {"replication-method": "INCREMENTAL", "replication-key": "updated_at"},
-		"LOG_BASED":   {"replication-method": "LOG_BASED"},
-	} {
-		c := discover(t, cfgPath)
-		selectStreams(c, extra, db+"-app-orders")
-		catPath := writeFile(t, "catalog.json", c)
-		r := runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catPath)
-		if r.code != 0 || len(records(r.messages, "orders")) != 30 {
-			t.Fatalf("%s as the least-privileged role: exit %d, %d records\n%s", method, r.code, len(records(r.messages, "orders")), r.stderr)
-		}
-		if method == "LOG_BASED" {
-			testpg.Exec(t, pg, db, "UPDATE app.orders SET total = 0 WHERE id = 1")
-			again := runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catPath, "--state", writeFile(t, "state.json", lastState(t, r.messages)))
-			if again.code != 0 || len(records(again.messages, "orders")) != 1 {
-				t.Fatalf("LOG_BASED streaming as the role: exit %d\n%s", again.code, again.stderr)
-			}
-			check := runTap(t, cli.Env{}, "--config", cfgPath, "--test", "--catalog", catPath)
-			if check.code != 0 {
-				t.Fatalf("--test as the role: exit %d\n%s", check.code, check.stderr)
-			}
-		}
-	}
 }
 
 // TestServerRestartMidCopy restarts PostgreSQL while a copy runs: one clear

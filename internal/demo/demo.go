@@ -70,8 +70,11 @@ func run(ctx context.Context, outDir string, keep bool, stdout io.Writer) (err e
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "==> starting a throwaway PostgreSQL 15 cluster (wal_level=logical, wal2json)")
-	cluster, err := localpg.Start(ctx, localpg.Options{})
+	fmt.Fprintln(stdout, "==> starting a throwaway PostgreSQL 15 cluster (wal_level=logical, the server's default output plugins)")
+	// pgoutput is built in and allowed by every server's defaults: the demo
+	// leaves wal2json out of output_plugin_libraries, as a patched server
+	// does.
+	cluster, err := localpg.Start(ctx, localpg.Options{OutputPlugins: "pgoutput, test_decoding"})
 	if err != nil {
 		return fmt.Errorf("start PostgreSQL (is postgresql-15 installed? scripts/demo.sh installs it): %w", err)
 	}
@@ -90,8 +93,12 @@ func run(ctx context.Context, outDir string, keep bool, stdout io.Writer) (err e
 	if err := cluster.Exec(ctx, source, sampleSQL); err != nil {
 		return fmt.Errorf("load sample data: %w", err)
 	}
-	// The slot LOG_BASED tables read, under the name Stitch's setup uses.
-	if err := cluster.Exec(ctx, source, "SELECT pg_create_logical_replication_slot('stitch_demo', 'wal2json')"); err != nil {
+	// The publication and slot LOG_BASED tables read, under the name
+	// Stitch's setup uses.
+	if err := cluster.Exec(ctx, source, "CREATE PUBLICATION stitch_demo FOR TABLE shop.customers, public.every_type WITH (publish_via_partition_root = true)"); err != nil {
+		return fmt.Errorf("create the publication: %w", err)
+	}
+	if err := cluster.Exec(ctx, source, "SELECT pg_create_logical_replication_slot('stitch_demo', 'pgoutput')"); err != nil {
 		return fmt.Errorf("create the replication slot: %w", err)
 	}
 

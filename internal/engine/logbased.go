@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -189,12 +188,18 @@ func (e *Engine) checkPlugin(ctx context.Context, conn *pgx.Conn, ld *logDatabas
 // pluginRefused explains a wal2json slot the server will not decode, and
 // both ways out.
 func pluginRefused(ld *logDatabase, slot *logical.Slot, allow logical.PluginAllowList, why string) error {
-	items := allow.Items
+	// Items holding commas or blanks are the one-string trap, no plugin.
+	var items []string
+	for _, item := range allow.Items {
+		if item != "" && !strings.ContainsAny(item, ", \t") {
+			items = append(items, item)
+		}
+	}
 	if len(items) == 0 {
 		items = []string{pluginPgoutput, "test_decoding"}
 	}
 	var quoted []string
-	for _, item := range append(slices.Clone(items), pluginWal2json) {
+	for _, item := range append(items, pluginWal2json) {
 		quoted = append(quoted, "'"+strings.ReplaceAll(item, "'", "''")+"'")
 	}
 	return fmt.Errorf("database %q: slot %s uses wal2json, which this server does not allow as an output plugin (%s; PostgreSQL's November 2026 minor releases load only the plugins output_plugin_libraries lists). "+
@@ -205,13 +210,16 @@ func pluginRefused(ld *logDatabase, slot *logical.Slot, allow logical.PluginAllo
 }
 
 // createPublication is the statement that publishes the selected tables.
+// It leaves publish_via_partition_root off: a partitioned table's changes
+// then arrive under its partitions' names (the tap routes them to the
+// root), and so does a TRUNCATE of one partition, which PostgreSQL does not
+// publish at all through the root.
 func createPublication(name string, plans []*streamPlan) string {
 	var tables []string
 	for _, p := range plans {
 		tables = append(tables, pgx.Identifier{p.schema, p.table}.Sanitize())
 	}
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true);",
-		pgx.Identifier{name}.Sanitize(), strings.Join(tables, ", "))
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s;", pgx.Identifier{name}.Sanitize(), strings.Join(tables, ", "))
 }
 
 // checkPublication makes sure a pgoutput slot's publication sends every
@@ -260,6 +268,17 @@ func (e *Engine) checkPublication(ctx context.Context, conn *pgx.Conn, ld *logDa
 			ld.name, name, pgx.Identifier{pub.Name}.Sanitize(), name)
 		e.log.Warn(msg)
 		ld.findings = append(ld.findings, "WARNING "+msg)
+	}
+	if pub.ViaRoot {
+		for _, p := range ld.plans {
+			if p.live.Kind != discovery.KindPartitionedTable {
+				continue
+			}
+			msg := fmt.Sprintf("database %q: publication %s publishes partitions through their root, and PostgreSQL then does not publish a TRUNCATE of one partition of %s: its rows would stay in the target until the stream is reset; ALTER PUBLICATION %s SET (publish_via_partition_root = false); sends it",
+				ld.name, pgx.Identifier{pub.Name}.Sanitize(), pgx.Identifier{p.schema, p.table}.Sanitize(), pgx.Identifier{pub.Name}.Sanitize())
+			e.log.Warn(msg)
+			ld.findings = append(ld.findings, "WARNING "+msg)
+		}
 	}
 	ld.findings = append(ld.findings, fmt.Sprintf("publication %s publishes every selected table", pgx.Identifier{pub.Name}.Sanitize()))
 	return nil

@@ -18,6 +18,11 @@ const (
 	// contract allows and under wal_sender_timeout's 60 s default, also
 	// while the consumer is not reading.
 	statusInterval = 5 * time.Second
+	// blockedStatusInterval is how often status goes out while the consumer
+	// is not reading: the stream is not read then either, so the server's
+	// requests for a reply wait, and a wal_sender_timeout of a few seconds
+	// must still see the client alive.
+	blockedStatusInterval = time.Second
 	// quietInterval is how long the stream may be silent before the server
 	// is asked where it is, so that stop rules see an idle server's
 	// progress.
@@ -172,7 +177,7 @@ func (s *Stream) read(ctx context.Context) {
 			case <-ctx.Done():
 				s.err = context.Cause(ctx)
 				return
-			case <-time.After(statusInterval - min(s.clock().Sub(lastStatus), statusInterval)):
+			case <-time.After(blockedStatusInterval - min(s.clock().Sub(lastStatus), blockedStatusInterval)):
 				// The consumer holds every buffer: keep the server
 				// informed while it catches up.
 				if s.err = status(false); s.err != nil {

@@ -1,0 +1,211 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tap-postgres/tap-postgres/internal/cli"
+	"github.com/tap-postgres/tap-postgres/internal/localpg"
+	"github.com/tap-postgres/tap-postgres/internal/testpg"
+)
+
+// pausingWriter is a consumer that stops reading for a while, as a target
+// does while it flushes a large batch to a warehouse.
+type pausingWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	after  int
+	pause  time.Duration
+	paused bool
+}
+
+func (w *pausingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.paused && w.buf.Len() >= w.after {
+		w.paused = true
+		time.Sleep(w.pause)
+	}
+	return w.buf.Write(p)
+}
+
+// TestLogBasedSlowConsumer: a consumer that stops reading for longer than
+// the server's wal_sender_timeout does not end the stream; the run finishes
+// with every change once it reads again.
+func TestLogBasedSlowConsumer(t *testing.T) {
+	forEachDecoder(t, decoders, func(t *testing.T, dec decoder) {
+		db := testpg.NewDatabase(t, pg)
+		slot := slotFor(db)
+		testpg.Exec(t, pg, db, `CREATE TABLE wide (id integer PRIMARY KEY, body text);
+			INSERT INTO wide SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g;`)
+		// The walsender of a logical connection takes the database's
+		// settings: it gives up on a silent client after 4 s.
+		testpg.Exec(t, pg, "postgres", fmt.Sprintf("ALTER DATABASE %s SET wal_sender_timeout = '4s'", db))
+		newSlot(t, db, slot, dec)
+		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+		catalog := logCatalog(t, cfg, db+"-public-wide")
+		_, s1 := logRun(t, cfg, catalog, nil)
+		testpg.Exec(t, pg, db, `UPDATE wide SET body = repeat('y', 200)`)
+
+		out := &pausingWriter{after: 64 << 10, pause: 12 * time.Second}
+		started := time.Now()
+		r := runTap(t, cli.Env{Stdout: out}, "--config", cfg, "--catalog", catalog, "--state", writeFile(t, "state.json", s1))
+		if r.code != 0 {
+			t.Fatalf("tap exited %d after %s:\n%s", r.code, time.Since(started).Round(time.Second), r.stderr)
+		}
+		if !out.paused || time.Since(started) < out.pause {
+			t.Fatalf("the consumer never paused (paused=%v, run took %s)", out.paused, time.Since(started))
+		}
+		msgs := parseMessages(t, out.buf.Bytes())
+		got := map[string]bool{}
+		for _, rec := range records(msgs, "wide") {
+			if rec["body"] == strings.Repeat("y", 200) {
+				got[fmt.Sprint(rec["id"])] = true
+			}
+		}
+		if len(got) != 5000 {
+			t.Fatalf("%d of 5000 updated rows out after the pause", len(got))
+		}
+		if after := bookmarkLSN(t, lastState(t, msgs), db+"-public-wide"); after <= bookmarkLSN(t, s1, db+"-public-wide") {
+			t.Fatalf("bookmark did not advance: %d", after)
+		}
+	})
+}
+
+// TestPgoutputPublicationChecks: a pgoutput slot whose publication is
+// missing, lacks a selected table or a kind of change is refused before
+// anything is copied, with the statement that fixes it; a keyless published
+// table is a warning.
+func TestPgoutputPublicationChecks(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, fmt.Sprintf(`CREATE TABLE "Odd Name" (id integer PRIMARY KEY, v text);
+		CREATE TABLE plain (id integer PRIMARY KEY, v text);
+		CREATE TABLE keyless (v text);
+		INSERT INTO "Odd Name" VALUES (1, 'a'); INSERT INTO plain VALUES (1, 'b');`))
+	testpg.Exec(t, pg, db, fmt.Sprintf(`SELECT pg_create_logical_replication_slot('%s', 'pgoutput')`, slot))
+	t.Cleanup(func() {
+		testpg.Exec(t, pg, db, fmt.Sprintf(`SELECT pg_drop_replication_slot('%s')`, slot))
+	})
+	cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot, "publication_name": "pub_{dbname}"}))
+	catalog := logCatalog(t, cfg, db+"-public-Odd Name", db+"-public-plain")
+	pub := `"pub_` + db + `"`
+	refused := func(want ...string) {
+		t.Helper()
+		r := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog)
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		last := lines[len(lines)-1]
+		if r.code != 1 || !strings.HasPrefix(last, "CRITICAL ") {
+			t.Fatalf("exit %d, last line %q", r.code, last)
+		}
+		for _, w := range want {
+			if !strings.Contains(last, w) {
+				t.Errorf("CRITICAL %q lacks %q", last, w)
+			}
+		}
+		if strings.Contains(r.stdout, `"RECORD"`) {
+			t.Error("records emitted before the CRITICAL")
+		}
+		check := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog, "--test")
+		if check.code != 1 || !strings.Contains(check.stderr, want[0]) {
+			t.Errorf("--test: exit %d\n%s", check.code, check.stderr)
+		}
+	}
+	refused("publication "+pub+" does not exist",
+		`CREATE PUBLICATION `+pub+` FOR TABLE "public"."Odd Name", "public"."plain";`)
+	testpg.Exec(t, pg, db, `CREATE PUBLICATION `+pub+` FOR TABLE plain, keyless WITH (publish = 'insert, update')`)
+	refused(`does not publish "public"."Odd Name"`, `ALTER PUBLICATION `+pub+` ADD TABLE "public"."Odd Name";`,
+		`does not publish delete, truncate`, `ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate');`)
+	testpg.Exec(t, pg, db, `ALTER PUBLICATION `+pub+` ADD TABLE "Odd Name"; ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate')`)
+	r, _ := logRun(t, cfg, catalog, nil)
+	if !strings.Contains(r.stderr, `WARNING database "`+db+`": table "public"."keyless" is in publication `+pub) ||
+		!strings.Contains(r.stderr, `ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL;`) {
+		t.Errorf("no warning for the keyless published table:\n%s", r.stderr)
+	}
+	if n := len(records(r.messages, "Odd Name")) + len(records(r.messages, "plain")); n != 2 {
+		t.Errorf("%d records copied, want 2", n)
+	}
+	check := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog, "--test")
+	if check.code != 0 || !strings.Contains(check.stderr, "(pgoutput) is ready") || !strings.Contains(check.stderr, "REPLICA IDENTITY FULL") {
+		t.Errorf("--test: exit %d\n%s", check.code, check.stderr)
+	}
+}
+
+// TestWal2jsonNotAllowed: on a server whose output_plugin_libraries leaves
+// wal2json out, a wal2json slot is refused before anything is copied, for a
+// superuser (who can read the setting) and for the least-privileged role
+// (who cannot), with both ways out; the statement given fixes it.
+func TestWal2jsonNotAllowed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	strict, err := localpg.Start(ctx, localpg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { strict.Stop() })
+	if !strict.HasPluginAllowList() {
+		t.Skip("this server has no output_plugin_libraries (before PostgreSQL 15.19): every plugin is allowed")
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if err := strict.Exec(ctx, "postgres", sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');
+		CREATE ROLE tap_least LOGIN REPLICATION PASSWORD 'least-pw'; GRANT SELECT ON t TO tap_least;`)
+	exec(`SELECT pg_create_logical_replication_slot('stitch_postgres', 'wal2json')`)
+	// The trap: one quoted string holding commas is a single item.
+	exec(`ALTER SYSTEM SET output_plugin_libraries = 'pgoutput, test_decoding, wal2json'`)
+	exec(`SELECT pg_reload_conf()`)
+	time.Sleep(200 * time.Millisecond)
+	config := func(user, password string) string {
+		return writeFile(t, user+".json", map[string]any{"host": strict.Host, "port": strict.Port, "user": user,
+			"password": password, "dbname": "postgres", "filter_dbs": "postgres"})
+	}
+	superuser, least := config(strict.User, strict.Password), config("tap_least", "least-pw")
+	catalog := logCatalog(t, superuser, "postgres-public-t")
+	wayOut := `ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding', 'wal2json'; SELECT pg_reload_conf();`
+	for _, tc := range []struct {
+		cfg  string
+		want []string
+	}{
+		{superuser, []string{`output_plugin_libraries is '"pgoutput, test_decoding, wal2json"'`, wayOut, "one quoted string holding commas",
+			`CREATE PUBLICATION "stitch_postgres" FOR TABLE "public"."t"`, `pg_create_logical_replication_slot('stitch_postgres', 'pgoutput')`}},
+		{least, []string{`may not be used as an output plugin (SQLSTATE 42501) HINT: `, `add it to "output_plugin_libraries"`, wayOut,
+			`pg_create_logical_replication_slot('stitch_postgres', 'pgoutput')`}},
+	} {
+		r := runTap(t, cli.Env{}, "--config", tc.cfg, "--catalog", catalog)
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		last := lines[len(lines)-1]
+		if r.code != 1 || !strings.HasPrefix(last, "CRITICAL ") || strings.Contains(r.stdout, `"RECORD"`) {
+			t.Fatalf("exit %d, records out: %v, last line %q", r.code, strings.Contains(r.stdout, `"RECORD"`), last)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(last, w) {
+				t.Errorf("CRITICAL %q lacks %q", last, w)
+			}
+		}
+		check := runTap(t, cli.Env{}, "--config", tc.cfg, "--catalog", catalog, "--test")
+		if check.code != 1 || !strings.Contains(check.stderr, "output_plugin_libraries") || strings.Contains(check.stderr, "is ready") {
+			t.Errorf("--test: exit %d\n%s", check.code, check.stderr)
+		}
+	}
+	allow, reload, _ := strings.Cut(wayOut, "; ")
+	exec(allow)
+	exec(reload)
+	time.Sleep(200 * time.Millisecond)
+	r, _ := logRun(t, superuser, catalog, nil)
+	if n := len(records(r.messages, "t")); n != 1 {
+		t.Fatalf("%d records after allowing wal2json, want 1", n)
+	}
+	check := runTap(t, cli.Env{}, "--config", least, "--catalog", catalog, "--test")
+	if check.code != 0 || !strings.Contains(check.stderr, "slot stitch_postgres (wal2json) is ready") {
+		t.Errorf("--test after allowing wal2json: exit %d\n%s", check.code, check.stderr)
+	}
+}
