@@ -103,34 +103,55 @@ cat=$(catalog wide INCREMENTAL updated_at)
 inc_s=$(timed3 incremental "$TAP" --config "$WORK/config.json" --catalog "$cat")
 row "INCREMENTAL bench.wide (empty bookmark) vs FULL_TABLE" "$n" "$inc_s" "$full_wide_s" "$(rss "$WORK/incremental.time")" ">= 0.9x"
 
-# LOG_BASED: the tap's slot and pg_recvlogical's slot both before one UPDATE.
-"${PSQL[@]}" -tAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = 'bench'" >/dev/null
-"${PSQL[@]}" -tAc "select 1 from pg_create_logical_replication_slot('stitch_bench', 'wal2json')" >/dev/null
-cat=$(catalog wide LOG_BASED)
-"$TAP" --config "$WORK/config.json" --catalog "$cat" 2>/dev/null | tail -1 |
-  python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["value"]))' >"$WORK/state.json"
-"${PSQL[@]}" -tAc "select 1 from pg_create_logical_replication_slot('bench_limit', 'wal2json')" >/dev/null
-"${PSQL[@]}" -c "update bench.wide set int_col = int_col + 1 where id <= $UPDATE_ROWS"
-endpos=$("${PSQL[@]}" -tAc "select pg_current_wal_insert_lsn()")
-s=$(now)
-"$PGBIN/pg_recvlogical" -d bench --slot=bench_limit --start --endpos="$endpos" -o format-version=2 --no-loop -f - >/dev/null
-e=$(now)
-lim_s=$(secs "$s" "$e")
-log_s=$(timed logbased "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state.json")
-row "LOG_BASED $UPDATE_ROWS-row UPDATE vs pg_recvlogical fv2" "$UPDATE_ROWS" "$log_s" "$lim_s" "$(rss "$WORK/logbased.time")" ">= 0.9x"
+# LOG_BASED, once per output plugin: the tap's slot and pg_recvlogical's
+# slot both made before one UPDATE, both drained to /dev/null.
+drop_slots() {
+  # A walsender may outlive its client by a moment; an active slot cannot be dropped.
+  for _ in $(seq 50); do
+    [ "$("${PSQL[@]}" -tAc "select count(*) from pg_replication_slots where database = 'bench' and active")" = 0 ] && break
+    sleep 0.2
+  done
+  "${PSQL[@]}" -tAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = 'bench'" >/dev/null
+}
+logbased() { # plugin
+  local plugin=$1 opts cat endpos s e lim_s log_s big_s
+  drop_slots
+  "${PSQL[@]}" -c "drop publication if exists stitch_bench" >/dev/null 2>&1
+  if [ "$plugin" = pgoutput ]; then
+    "${PSQL[@]}" -c "create publication stitch_bench for table bench.wide" >/dev/null
+    opts=(-o proto_version=1 -o publication_names=stitch_bench)
+  else
+    opts=(-o format-version=2)
+  fi
+  "${PSQL[@]}" -tAc "select 1 from pg_create_logical_replication_slot('stitch_bench', '$plugin')" >/dev/null
+  cat=$(catalog wide LOG_BASED)
+  "$TAP" --config "$WORK/config.json" --catalog "$cat" 2>/dev/null | tail -1 |
+    python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["value"]))' >"$WORK/state.json"
+  "${PSQL[@]}" -tAc "select 1 from pg_create_logical_replication_slot('bench_limit', '$plugin')" >/dev/null
+  "${PSQL[@]}" -c "update bench.wide set int_col = int_col + 1 where id <= $UPDATE_ROWS"
+  endpos=$("${PSQL[@]}" -tAc "select pg_current_wal_insert_lsn()")
+  s=$(now)
+  "$PGBIN/pg_recvlogical" -d bench --slot=bench_limit --start --endpos="$endpos" "${opts[@]}" --no-loop -f - >/dev/null
+  e=$(now)
+  lim_s=$(secs "$s" "$e")
+  log_s=$(timed "logbased_$plugin" "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state.json")
+  row "LOG_BASED $plugin $UPDATE_ROWS-row UPDATE vs pg_recvlogical" "$UPDATE_ROWS" "$log_s" "$lim_s" "$(rss "$WORK/logbased_$plugin.time")" ">= 0.9x"
+  eval "log_${plugin}_s=$log_s"
 
-# One transaction updating every row of bench.wide, streamed by the tap.
-"$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state.json" 2>/dev/null | grep '"STATE"' | tail -1 |
-  python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["value"]))' >"$WORK/state2.json"
-"${PSQL[@]}" -c "update bench.wide set int_col = int_col + 1"
-big_s=$(timed bigtx "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state2.json")
-printf '| %-44s | %9s | %10s | %10s | %6s | %7s MiB | %s |\n' "LOG_BASED one $n-row transaction" "$n" "$(rate "$n" "$big_s")" "-" "-" "$(rss "$WORK/bigtx.time")" "<= 128 MiB"
-# A walsender may outlive its client by a moment; an active slot cannot be dropped.
-for _ in $(seq 50); do
-  [ "$("${PSQL[@]}" -tAc "select count(*) from pg_replication_slots where database = 'bench' and active")" = 0 ] && break
-  sleep 0.2
-done
-"${PSQL[@]}" -tAc "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = 'bench'" >/dev/null
+  # One transaction updating every row of bench.wide, streamed by the tap.
+  "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state.json" 2>/dev/null | grep '"STATE"' | tail -1 |
+    python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["value"]))' >"$WORK/state2.json"
+  "${PSQL[@]}" -c "update bench.wide set int_col = int_col + 1"
+  big_s=$(timed "bigtx_$plugin" "$TAP" --config "$WORK/config.json" --catalog "$cat" --state "$WORK/state2.json")
+  local limit="<= 128 MiB"
+  [ "$plugin" = pgoutput ] && limit="<= 64 MiB"
+  printf '| %-44s | %9s | %10s | %10s | %6s | %7s MiB | %s |\n' "LOG_BASED $plugin one $n-row transaction" "$n" "$(rate "$n" "$big_s")" "-" "-" "$(rss "$WORK/bigtx_$plugin.time")" "$limit"
+}
+logbased wal2json
+logbased pgoutput
+row "LOG_BASED pgoutput vs the tap's own wal2json path" "$UPDATE_ROWS" "$log_pgoutput_s" "$log_wal2json_s" "$(rss "$WORK/logbased_pgoutput.time")" "speed-up"
+drop_slots
+"${PSQL[@]}" -c "drop publication if exists stitch_bench" >/dev/null
 
 # The runner: a job copying bench.wide into a PostgreSQL destination on the
 # same server, against psql piping \copy out into \copy in. The first job

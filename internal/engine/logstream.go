@@ -95,9 +95,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	r := &logRun{e: e, ld: ld, state: state, catalog: catalog, out: out, conn: conn,
-		streams: map[[2]string]*logStream{}, types: map[typeKey]resolvedType{},
-		partitionSchemas: map[string]bool{}, unrouted: map[[2]string]bool{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
+	r := e.newLogRun(ld, catalog, state, out, conn)
 	var start, ack uint64
 	var tables []wal2json.Table
 	toRoot := map[[2]string]*logStream{}
@@ -152,7 +150,21 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 	defer src.Close(io)
 	e.log.Info(fmt.Sprintf("database %q: streaming slot %s (%s) from %s (confirming %s), until %s",
 		ld.name, ld.slot.Name, ld.slot.Plugin, logical.LSN(start), logical.LSN(ack), end))
+	return r.consume(ctx, src, end, runStart)
+}
 
+func (e *Engine) newLogRun(ld *logDatabase, catalog *singer.Catalog, state *singer.State, out *singer.Writer, conn *pgx.Conn) *logRun {
+	return &logRun{e: e, ld: ld, state: state, catalog: catalog, out: out, conn: conn,
+		streams: map[[2]string]*logStream{}, types: map[typeKey]resolvedType{},
+		partitionSchemas: map[string]bool{}, unrouted: map[[2]string]bool{}, lastState: e.clock(), timestamp: types.Type{Kind: types.KindTimestamp}}
+}
+
+// consume applies the change stream until a stop condition holds between
+// transactions. end is the WAL position at the start of streaming. Reading
+// goes on after a stop signal (ctx) until the current transaction's commit.
+func (r *logRun) consume(ctx context.Context, src logical.Source, end logical.LSN, runStart time.Time) error {
+	e, ld := r.e, r.ld
+	io := context.WithoutCancel(ctx)
 	var lastKeepalive logical.LSN
 	reachedEnd := false
 	lastData := e.clock()

@@ -272,3 +272,55 @@ colour: red
 		}
 	}
 }
+
+// TestSelectAllPgoutput: select all through a pgoutput slot with a
+// publication_name from the integration file; a table created later and
+// left out of the publication fails the job, naming the table and the
+// statement that adds it, and `check` says the same before any job.
+func TestSelectAllPgoutput(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	slot := "s_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, `CREATE TABLE a (id integer PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'one');
+		CREATE PUBLICATION shop_pub FOR TABLE a;`)
+	testpg.Exec(t, pg, db, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot))
+	t.Cleanup(func() {
+		testpg.Exec(t, pg, db, fmt.Sprintf(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '%[1]s' AND active_pid IS NOT NULL`, slot))
+		time.Sleep(200 * time.Millisecond)
+		testpg.Exec(t, pg, db, fmt.Sprintf(`SELECT pg_drop_replication_slot('%[1]s') FROM pg_replication_slots WHERE slot_name = '%[1]s'`, slot))
+	})
+	out, store := t.TempDir(), t.TempDir()
+	integration := writeIntegration(t, "name: pgo\n"+connectionYAML(db)+fmt.Sprintf(`  slot_name: %s
+  publication_name: shop_pub
+default_replication_method: LOG_BASED
+select_all: true
+destination: {type: jsonl, path: %s}
+`, slot, out))
+	run := func(args ...string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		code := runner.Main(context.Background(), append(args, "--integration", integration, "--store", store), &stdout, &stderr, nil)
+		return code, stdout.String() + stderr.String()
+	}
+	if code, output := run("run"); code != 0 {
+		t.Fatalf("first job: exit %d\n%s", code, output)
+	}
+	testpg.Exec(t, pg, db, `INSERT INTO a VALUES (2, 'two'); CREATE TABLE b (id integer PRIMARY KEY); INSERT INTO b VALUES (1);`)
+	want := `publication "shop_pub" does not publish "public"."b", so its changes would never arrive: ALTER PUBLICATION "shop_pub" ADD TABLE "public"."b";`
+	code, output := run("check")
+	if code == 0 || !strings.Contains(output, want) || !strings.Contains(output, "output_plugin_libraries") {
+		t.Fatalf("check: exit %d\n%s", code, output)
+	}
+	if code, output := run("run"); code == 0 || !strings.Contains(output, want) {
+		t.Fatalf("job with an unpublished table: exit %d\n%s", code, output)
+	}
+	testpg.Exec(t, pg, db, `ALTER PUBLICATION shop_pub ADD TABLE b`)
+	if code, output := run("run"); code != 0 {
+		t.Fatalf("job after publishing b: exit %d\n%s", code, output)
+	}
+	if n := recordCount(readLines(t, filepath.Join(out, "a.jsonl"))); n != 2 {
+		t.Errorf("a.jsonl holds %d records, want the copy's and the insert's", n)
+	}
+	if n := recordCount(readLines(t, filepath.Join(out, "b.jsonl"))); n != 1 {
+		t.Errorf("b.jsonl holds %d records, want 1", n)
+	}
+}
