@@ -33,6 +33,24 @@ var (
 	partitionDecoders = append(slices.Clone(decoders), decoder{name: "pgoutput_leaves", plugin: "pgoutput"})
 )
 
+// wantCritical checks that a run failed before emitting any record, with a
+// last line CRITICAL holding every part.
+func wantCritical(t *testing.T, r tapResult, parts ...string) {
+	t.Helper()
+	last := lastLine(r.stderr)
+	if r.code != 1 || !strings.HasPrefix(last, "CRITICAL") {
+		t.Fatalf("exit %d, last line %q", r.code, last)
+	}
+	for _, p := range parts {
+		if !strings.Contains(last, p) {
+			t.Errorf("CRITICAL %q lacks %q", last, p)
+		}
+	}
+	if strings.Contains(r.stdout, `"RECORD"`) {
+		t.Error("records emitted before the CRITICAL")
+	}
+}
+
 // forEachDecoder runs test once per decoder, as a subtest of its own (and
 // so with databases of its own).
 func forEachDecoder(t *testing.T, ds []decoder, test func(t *testing.T, dec decoder)) {
@@ -485,26 +503,11 @@ func TestLogBasedRefusals(t *testing.T) {
 		testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY); CREATE TABLE nokey (v integer);
 		CREATE VIEW v AS SELECT * FROM t;`)
 		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
-		critical := func(r tapResult, parts ...string) {
-			t.Helper()
-			last := lastLine(r.stderr)
-			if r.code != 1 || !strings.HasPrefix(last, "CRITICAL") {
-				t.Fatalf("exit %d, last line %q", r.code, last)
-			}
-			for _, p := range parts {
-				if !strings.Contains(last, p) {
-					t.Errorf("CRITICAL %q lacks %q", last, p)
-				}
-			}
-			if strings.Contains(r.stdout, `"RECORD"`) {
-				t.Error("records emitted before the CRITICAL")
-			}
-		}
 		tCatalog := logCatalog(t, cfg, db+"-public-t")
-		critical(runTap(t, cli.Env{}, "--config", cfg, "--catalog", tCatalog), slot, "pg_create_logical_replication_slot('"+slot+"', 'pgoutput')", "CREATE PUBLICATION")
+		wantCritical(t, runTap(t, cli.Env{}, "--config", cfg, "--catalog", tCatalog), slot, "pg_create_logical_replication_slot('"+slot+"', 'pgoutput')", "CREATE PUBLICATION")
 
 		viewCatalog := logCatalog(t, cfg, db+"-public-v")
-		critical(runTap(t, cli.Env{}, "--config", cfg, "--catalog", viewCatalog), db+"-public-v", "view")
+		wantCritical(t, runTap(t, cli.Env{}, "--config", cfg, "--catalog", viewCatalog), db+"-public-v", "view")
 
 		newSlot(t, db, slot, dec)
 		nokey := logCatalog(t, cfg, db+"-public-nokey")
@@ -517,7 +520,7 @@ func TestLogBasedRefusals(t *testing.T) {
 		testpg.Exec(t, pg, db, "INSERT INTO t VALUES (1)")
 		_, s2 := logRun(t, cfg, tCatalog, s1)
 		_, _ = logRun(t, cfg, tCatalog, s2) // confirms s2's lsn
-		critical(runTap(t, cli.Env{}, "--config", cfg, "--catalog", tCatalog, "--state", writeFile(t, "old.json", s1)),
+		wantCritical(t, runTap(t, cli.Env{}, "--config", cfg, "--catalog", tCatalog, "--state", writeFile(t, "old.json", s1)),
 			"past stream "+db+"-public-t", "reset")
 	})
 }

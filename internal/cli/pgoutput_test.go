@@ -97,20 +97,7 @@ func TestPgoutputPublicationChecks(t *testing.T) {
 	pub := `"pub_` + db + `"`
 	refused := func(want ...string) {
 		t.Helper()
-		r := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog)
-		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
-		last := lines[len(lines)-1]
-		if r.code != 1 || !strings.HasPrefix(last, "CRITICAL ") {
-			t.Fatalf("exit %d, last line %q", r.code, last)
-		}
-		for _, w := range want {
-			if !strings.Contains(last, w) {
-				t.Errorf("CRITICAL %q lacks %q", last, w)
-			}
-		}
-		if strings.Contains(r.stdout, `"RECORD"`) {
-			t.Error("records emitted before the CRITICAL")
-		}
+		wantCritical(t, runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog), want...)
 		check := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog, "--test")
 		if check.code != 1 || !strings.Contains(check.stderr, want[0]) {
 			t.Errorf("--test: exit %d\n%s", check.code, check.stderr)
@@ -180,17 +167,7 @@ func TestWal2jsonNotAllowed(t *testing.T) {
 		{least, []string{`may not be used as an output plugin (SQLSTATE 42501) HINT: `, `add it to "output_plugin_libraries"`, wayOut,
 			`pg_create_logical_replication_slot('stitch_postgres', 'pgoutput')`}},
 	} {
-		r := runTap(t, cli.Env{}, "--config", tc.cfg, "--catalog", catalog)
-		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
-		last := lines[len(lines)-1]
-		if r.code != 1 || !strings.HasPrefix(last, "CRITICAL ") || strings.Contains(r.stdout, `"RECORD"`) {
-			t.Fatalf("exit %d, records out: %v, last line %q", r.code, strings.Contains(r.stdout, `"RECORD"`), last)
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(last, w) {
-				t.Errorf("CRITICAL %q lacks %q", last, w)
-			}
-		}
+		wantCritical(t, runTap(t, cli.Env{}, "--config", tc.cfg, "--catalog", catalog), tc.want...)
 		check := runTap(t, cli.Env{}, "--config", tc.cfg, "--catalog", catalog, "--test")
 		if check.code != 1 || !strings.Contains(check.stderr, "output_plugin_libraries") || strings.Contains(check.stderr, "is ready") {
 			t.Errorf("--test: exit %d\n%s", check.code, check.stderr)
@@ -208,4 +185,42 @@ func TestWal2jsonNotAllowed(t *testing.T) {
 	if check.code != 0 || !strings.Contains(check.stderr, "slot stitch_postgres (wal2json) is ready") {
 		t.Errorf("--test after allowing wal2json: exit %d\n%s", check.code, check.stderr)
 	}
+}
+
+// TestLogBasedTypmodChange: a change of typmod alone (numeric(5,2) to
+// numeric(10,2)) is schema drift: a new SCHEMA before the first record of
+// the new shape, whose value is exact.
+func TestLogBasedTypmodChange(t *testing.T) {
+	forEachDecoder(t, decoders, func(t *testing.T, dec decoder) {
+		db := testpg.NewDatabase(t, pg)
+		slot := slotFor(db)
+		testpg.Exec(t, pg, db, `CREATE TABLE priced (id integer PRIMARY KEY, p numeric(5,2)); INSERT INTO priced VALUES (1, 123.45);`)
+		newSlot(t, db, slot, dec)
+		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+		catalog := logCatalog(t, cfg, db+"-public-priced")
+		_, s1 := logRun(t, cfg, catalog, nil)
+		testpg.Exec(t, pg, db, `INSERT INTO priced VALUES (2, 999.99);
+			ALTER TABLE priced ALTER COLUMN p TYPE numeric(10,2); INSERT INTO priced VALUES (3, 12345678.90);`)
+		r, _ := logRun(t, cfg, catalog, s1)
+		// The shape each record is read in: the SCHEMA in force before it.
+		var shapes []string
+		var current, announced string
+		for _, m := range r.messages {
+			switch m["type"] {
+			case "SCHEMA":
+				p := m["schema"].(map[string]any)["properties"].(map[string]any)["p"].(map[string]any)
+				current = "SCHEMA max " + fmt.Sprint(p["maximum"])
+			case "RECORD":
+				if current != announced {
+					shapes, announced = append(shapes, current), current
+				}
+				rec := m["record"].(map[string]any)
+				shapes = append(shapes, fmt.Sprintf("RECORD %v %v", rec["id"], rec["p"]))
+			}
+		}
+		want := "SCHEMA max 1000,RECORD 2 999.99,SCHEMA max 100000000,RECORD 3 12345678.90"
+		if got := strings.Join(shapes, ","); got != want {
+			t.Fatalf("messages:\n%s\nwant:\n%s", got, want)
+		}
+	})
 }

@@ -69,6 +69,11 @@ func (e *Engine) prepareLogBased(ctx context.Context, plans []*streamPlan, state
 		if err != nil {
 			return nil, err
 		}
+		for _, f := range ld.findings {
+			if !strings.HasPrefix(f, "WARNING ") {
+				e.log.Info(fmt.Sprintf("database %q: %s", ld.name, f))
+			}
+		}
 		ld.slot = slot
 		dbs = append(dbs, ld)
 	}
@@ -90,6 +95,18 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 		return logical.Slot{}, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	allow, err := logical.ReadPluginAllowList(ctx, conn)
+	if err != nil {
+		return logical.Slot{}, fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	switch {
+	case !allow.Known:
+		ld.findings = append(ld.findings, "the server has no output_plugin_libraries: every installed plugin is allowed")
+	case allow.Readable:
+		ld.findings = append(ld.findings, fmt.Sprintf("output_plugin_libraries = '%s'", allow.Value))
+	default:
+		ld.findings = append(ld.findings, "output_plugin_libraries cannot be read by this role (superuser or pg_read_all_settings only)")
+	}
 	deadline := e.clock().Add(slotBusyWait)
 	for {
 		slots, err := logical.Slots(ctx, conn, names)
@@ -117,8 +134,12 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 				msg += " (" + strings.Join(unusable, "; ") + ")"
 			}
 			pub := pgoutput.PublicationName(e.cfg.PublicationName, names[0], ld.name)
-			return logical.Slot{}, fmt.Errorf("%s; create one with pgoutput, which every server allows: %s SELECT * FROM pg_create_logical_replication_slot('%s', 'pgoutput'); or with wal2json: SELECT * FROM pg_create_logical_replication_slot('%s', 'wal2json');",
-				msg, createPublication(pub, ld.plans), names[0], names[0])
+			wal2jsonNote := ""
+			if allow.Readable && !allow.Allows(pluginWal2json) {
+				wal2jsonNote = fmt.Sprintf(" (which this server allows only once output_plugin_libraries lists it; it is '%s')", allow.Value)
+			}
+			return logical.Slot{}, fmt.Errorf("%s; create one with pgoutput, which every server allows: %s SELECT * FROM pg_create_logical_replication_slot('%s', 'pgoutput'); or with wal2json%s: SELECT * FROM pg_create_logical_replication_slot('%s', 'wal2json');",
+				msg, createPublication(pub, ld.plans), names[0], wal2jsonNote, names[0])
 		}
 		if usable.ActivePID == 0 {
 			for _, p := range ld.plans {
@@ -127,7 +148,7 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 						usable.Name, usable.ConfirmedFlush, p.id, logical.LSN(lsn))
 				}
 			}
-			if err := e.checkPlugin(ctx, conn, ld, usable); err != nil {
+			if err := e.checkPlugin(ctx, conn, ld, usable, allow); err != nil {
 				return logical.Slot{}, err
 			}
 			e.log.Info(fmt.Sprintf("database %q: using slot %s (%s, confirmed to %s)", ld.name, usable.Name, usable.Plugin, usable.ConfirmedFlush))
@@ -149,19 +170,7 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 // checkPlugin makes sure the slot's plugin can stream every selected
 // change: wal2json must be allowed by output_plugin_libraries, pgoutput's
 // publication must hold the selected tables and every kind of change.
-func (e *Engine) checkPlugin(ctx context.Context, conn *pgx.Conn, ld *logDatabase, slot *logical.Slot) error {
-	allow, err := logical.ReadPluginAllowList(ctx, conn)
-	if err != nil {
-		return fmt.Errorf("database %q: %w", ld.name, err)
-	}
-	switch {
-	case !allow.Known:
-		ld.findings = append(ld.findings, "the server has no output_plugin_libraries: every installed plugin is allowed")
-	case allow.Readable:
-		ld.findings = append(ld.findings, fmt.Sprintf("output_plugin_libraries = '%s'", allow.Value))
-	default:
-		ld.findings = append(ld.findings, "output_plugin_libraries cannot be read by this role (superuser or pg_read_all_settings only)")
-	}
+func (e *Engine) checkPlugin(ctx context.Context, conn *pgx.Conn, ld *logDatabase, slot *logical.Slot, allow logical.PluginAllowList) error {
 	if slot.Plugin == pluginPgoutput {
 		return e.checkPublication(ctx, conn, ld, slot)
 	}
@@ -174,7 +183,7 @@ func (e *Engine) checkPlugin(ctx context.Context, conn *pgx.Conn, ld *logDatabas
 		}
 		return pluginRefused(ld, slot, allow, fmt.Sprintf("output_plugin_libraries is '%s'", allow.Value))
 	}
-	err = logical.ProbePlugin(ctx, conn, slot.Name)
+	err := logical.ProbePlugin(ctx, conn, slot.Name)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
 		return pluginRefused(ld, slot, allow, connect.WithHint(err).Error())

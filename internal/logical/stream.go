@@ -293,6 +293,33 @@ func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, erro
 	return q.msg, nil
 }
 
+// Next is a plugin's Source.Next: it waits up to wait for a message,
+// reports keepalives itself and hands data messages to decode, which
+// returns nil for messages that carry no event. ev is the Source's event,
+// reused for keepalives.
+func (s *Stream) Next(ctx context.Context, wait time.Duration, ev *Event, decode func(Message) (*Event, error)) (*Event, error) {
+	for {
+		msg, err := s.Receive(ctx, wait)
+		if err != nil {
+			return nil, err
+		}
+		switch msg.Kind {
+		case KindNone:
+			return nil, nil
+		case KindKeepalive:
+			*ev = Event{Op: OpKeepalive, LSN: msg.ServerWALEnd}
+			return ev, nil
+		}
+		got, err := decode(msg)
+		if err != nil {
+			return nil, fmt.Errorf("at %s: %w", msg.WALStart, err)
+		}
+		if got != nil {
+			return got, nil
+		}
+	}
+}
+
 // Close ends streaming and the connection.
 func (s *Stream) Close(ctx context.Context) error {
 	s.close.Do(func() {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/destination"
 	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/logging"
@@ -55,7 +56,7 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	for _, w := range in.warnings {
 		mainLog.Warn(w)
 	}
-	err = runJob(ctx, in, store, clock, tapLog, targetLog, progress, &job)
+	err = connect.WithHint(runJob(ctx, in, store, clock, tapLog, targetLog, progress, &job))
 	if progress != nil {
 		mu.Lock()
 		progress.finish()

@@ -74,26 +74,9 @@ func (s *Source) Next(ctx context.Context, wait time.Duration) (*logical.Event, 
 	if ev, err := s.decoder.More(); ev != nil || err != nil {
 		return ev, err
 	}
-	for {
-		msg, err := s.stream.Receive(ctx, wait)
-		if err != nil {
-			return nil, err
-		}
-		switch msg.Kind {
-		case logical.KindNone:
-			return nil, nil
-		case logical.KindKeepalive:
-			s.event = logical.Event{Op: logical.OpKeepalive, LSN: msg.ServerWALEnd}
-			return &s.event, nil
-		}
-		ev, err := s.decoder.Decode(msg.Data, msg.WALStart)
-		if err != nil {
-			return nil, fmt.Errorf("at %s: %w", msg.WALStart, err)
-		}
-		if ev != nil {
-			return ev, nil
-		}
-	}
+	return s.stream.Next(ctx, wait, &s.event, func(msg logical.Message) (*logical.Event, error) {
+		return s.decoder.Decode(msg.Data, msg.WALStart)
+	})
 }
 
 // Close ends streaming.

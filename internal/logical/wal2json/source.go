@@ -107,29 +107,18 @@ func escapeAddTable(name string) string {
 // keepalive. Logical messages (pg_logical_emit_message) carry no row and are
 // passed over.
 func (s *Source) Next(ctx context.Context, wait time.Duration) (*logical.Event, error) {
-	for {
-		msg, err := s.stream.Receive(ctx, wait)
-		if err != nil {
+	return s.stream.Next(ctx, wait, &s.event, func(msg logical.Message) (*logical.Event, error) {
+		if err := s.decode(msg.Data, &s.change); err != nil {
 			return nil, err
 		}
-		switch msg.Kind {
-		case logical.KindNone:
-			return nil, nil
-		case logical.KindKeepalive:
-			s.event = logical.Event{Op: logical.OpKeepalive, LSN: msg.ServerWALEnd}
-			return &s.event, nil
-		}
-		if err := s.decode(msg.Data, &s.change); err != nil {
-			return nil, fmt.Errorf("at %s: %w", msg.WALStart, err)
-		}
 		if s.change.Action == ActionMessage {
-			continue
+			return nil, nil
 		}
 		if err := s.translate(msg.WALStart); err != nil {
-			return nil, fmt.Errorf("at %s: %w", msg.WALStart, err)
+			return nil, err
 		}
 		return &s.event, nil
-	}
+	})
 }
 
 // translate turns the decoded change into the normalised event.
