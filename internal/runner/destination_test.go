@@ -46,7 +46,9 @@ func childMain() (int, bool) {
 
 // fakeTarget is a minimal Singer target: it appends records to a file, and
 // at each STATE makes the file durable and prints the state, as Singer
-// targets do. With FAIL_AFTER=n it dies at its n-th record.
+// targets do. With FAIL_AFTER=n it dies at its n-th record; with
+// PAUSE_AT=n it stops reading for PAUSE_SECONDS there, as a target does
+// while it flushes a large batch.
 func fakeTarget(path string) int {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -60,8 +62,10 @@ func fakeTarget(path string) int {
 		fmt.Println(`{"level":"info","msg":"flushed"}` + "\nnull\n{}")
 		fmt.Fprintln(os.Stderr, strings.Repeat("x", 2<<20))
 	}
-	var failAfter int
+	var failAfter, pauseAt, pauseSeconds int
 	fmt.Sscan(os.Getenv("FAIL_AFTER"), &failAfter)
+	fmt.Sscan(os.Getenv("PAUSE_AT"), &pauseAt)
+	fmt.Sscan(os.Getenv("PAUSE_SECONDS"), &pauseSeconds)
 	sc := bufio.NewScanner(os.Stdin)
 	sc.Buffer(make([]byte, 1<<20), 1<<26)
 	records := 0
@@ -81,6 +85,9 @@ func fakeTarget(path string) int {
 			if records == failAfter {
 				fmt.Fprintln(os.Stderr, "fake target failing on purpose")
 				return 3
+			}
+			if records == pauseAt {
+				time.Sleep(time.Duration(pauseSeconds) * time.Second)
 			}
 			f.Write(append(m.Record, '\n'))
 		case "STATE":
@@ -262,6 +269,48 @@ destination: {type: singer, command: [%q, "-test.run=^$"]}
 	}
 	if state = mustRead(t, filepath.Join(store, "piped", "state.json")); !strings.Contains(state, `"bookmarks":{"`) {
 		t.Fatalf("state after a noisy target: %s", state)
+	}
+}
+
+// TestSlowSingerTarget: a target that stops reading for longer than the
+// server's wal_sender_timeout in the middle of a LOG_BASED job does not end
+// the replication stream: the job succeeds with every change loaded.
+func TestSlowSingerTarget(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	slot := "s_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t SELECT g, repeat('v', 200) FROM generate_series(1, 5000) g;
+		CREATE PUBLICATION `+slot+` FOR TABLE t;`)
+	testpg.Exec(t, pg, "postgres", fmt.Sprintf("ALTER DATABASE %s SET wal_sender_timeout = '4s'", db))
+	testpg.Exec(t, pg, db, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot))
+	t.Cleanup(func() {
+		testpg.Exec(t, pg, db, fmt.Sprintf(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '%[1]s' AND active_pid IS NOT NULL`, slot))
+		time.Sleep(200 * time.Millisecond)
+		testpg.Exec(t, pg, db, fmt.Sprintf(`SELECT pg_drop_replication_slot('%[1]s') FROM pg_replication_slots WHERE slot_name = '%[1]s'`, slot))
+	})
+	out := filepath.Join(t.TempDir(), "records.jsonl")
+	t.Setenv(envFakeTarget, out)
+	store := t.TempDir()
+	integration := writeIntegration(t, "name: slow\n"+connectionYAML(db)+fmt.Sprintf(`  slot_name: %s
+default_replication_method: LOG_BASED
+tables: [{schema: public, table: t}]
+destination: {type: singer, command: [%q, "-test.run=^$"]}
+`, slot, os.Args[0]))
+	if code, output := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("first job: exit %d\n%s", code, output)
+	}
+	testpg.Exec(t, pg, db, `UPDATE t SET v = repeat('w', 200)`)
+	t.Setenv("PAUSE_AT", "1000")
+	t.Setenv("PAUSE_SECONDS", "12")
+	started := time.Now()
+	if code, output := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("job with a pausing target: exit %d after %s\n%s", code, time.Since(started).Round(time.Second), output)
+	}
+	if took := time.Since(started); took < 12*time.Second {
+		t.Fatalf("the target never paused (job took %s)", took)
+	}
+	if updated := strings.Count(mustRead(t, out), strings.Repeat("w", 200)); updated != 5000 {
+		t.Fatalf("%d of 5000 updates reached the target", updated)
 	}
 }
 
