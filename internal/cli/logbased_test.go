@@ -795,7 +795,7 @@ func TestLogBasedPartitionCreatedDuringRun(t *testing.T) {
 		cfg := configFor(db, map[string]any{"slot_name": slot})
 		catalog := logCatalog(t, writeFile(t, "config.json", cfg), db+"-public-ev")
 		_, s1 := logRun(t, writeFile(t, "config.json", cfg), catalog, nil)
-		cfg["break_at_end_lsn"], cfg["logical_poll_total_seconds"] = false, 3
+		cfg["break_at_end_lsn"], cfg["logical_poll_total_seconds"] = false, 6
 		done := make(chan tapResult)
 		go func() {
 			done <- runTap(t, cli.Env{}, "--config", writeFile(t, "long.json", cfg), "--catalog", catalog, "--state", writeFile(t, "s1.json", s1))

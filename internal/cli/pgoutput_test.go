@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -14,24 +15,27 @@ import (
 	"github.com/tap-postgres/tap-postgres/internal/testpg"
 )
 
-// pausingWriter is a consumer that stops reading for a while, as a target
-// does while it flushes a large batch to a warehouse.
+// pausingWriter is a consumer that stops reading for a while once after
+// bytes came, as a target does while it flushes a large batch to a
+// warehouse; it passes everything on to next.
 type pausingWriter struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	after  int
-	pause  time.Duration
-	paused bool
+	mu      sync.Mutex
+	next    io.Writer
+	written int
+	after   int
+	pause   time.Duration
+	paused  bool
 }
 
 func (w *pausingWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.paused && w.buf.Len() >= w.after {
+	if !w.paused && w.written >= w.after {
 		w.paused = true
 		time.Sleep(w.pause)
 	}
-	return w.buf.Write(p)
+	w.written += len(p)
+	return w.next.Write(p)
 }
 
 // TestLogBasedSlowConsumer: a consumer that stops reading for longer than
@@ -52,7 +56,8 @@ func TestLogBasedSlowConsumer(t *testing.T) {
 		_, s1 := logRun(t, cfg, catalog, nil)
 		testpg.Exec(t, pg, db, `UPDATE wide SET body = repeat('y', 200)`)
 
-		out := &pausingWriter{after: 64 << 10, pause: 12 * time.Second}
+		var stdout bytes.Buffer
+		out := &pausingWriter{next: &stdout, after: 64 << 10, pause: 12 * time.Second}
 		started := time.Now()
 		r := runTap(t, cli.Env{Stdout: out}, "--config", cfg, "--catalog", catalog, "--state", writeFile(t, "state.json", s1))
 		if r.code != 0 {
@@ -61,7 +66,7 @@ func TestLogBasedSlowConsumer(t *testing.T) {
 		if !out.paused || time.Since(started) < out.pause {
 			t.Fatalf("the consumer never paused (paused=%v, run took %s)", out.paused, time.Since(started))
 		}
-		msgs := parseMessages(t, out.buf.Bytes())
+		msgs := parseMessages(t, stdout.Bytes())
 		got := map[string]bool{}
 		for _, rec := range records(msgs, "wide") {
 			if rec["body"] == strings.Repeat("y", 200) {
@@ -108,7 +113,12 @@ func TestPgoutputPublicationChecks(t *testing.T) {
 	testpg.Exec(t, pg, db, `CREATE PUBLICATION `+pub+` FOR TABLE plain, keyless WITH (publish = 'insert, update')`)
 	refused(`does not publish "public"."Odd Name"`, `ALTER PUBLICATION `+pub+` ADD TABLE "public"."Odd Name";`,
 		`does not publish delete, truncate`, `ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate');`)
-	testpg.Exec(t, pg, db, `ALTER PUBLICATION `+pub+` ADD TABLE "Odd Name"; ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate')`)
+	// PostgreSQL 15+: a row filter and a column list hide rows and columns.
+	testpg.Exec(t, pg, db, `ALTER PUBLICATION `+pub+` SET TABLE plain WHERE (id > 10), "Odd Name" (id), keyless;
+		ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate')`)
+	refused(`publishes "public"."plain" only the rows WHERE (id > 10)`, `publishes "public"."Odd Name" without the selected columns v`,
+		`ALTER PUBLICATION `+pub+` DROP TABLE "public"."plain"; ALTER PUBLICATION `+pub+` ADD TABLE "public"."plain";`)
+	testpg.Exec(t, pg, db, `ALTER PUBLICATION `+pub+` SET TABLE plain, "Odd Name", keyless`)
 	r, _ := logRun(t, cfg, catalog, nil)
 	if !strings.Contains(r.stderr, `WARNING database "`+db+`": table "public"."keyless" is in publication `+pub) ||
 		!strings.Contains(r.stderr, `ALTER TABLE "public"."keyless" REPLICA IDENTITY FULL;`) {
@@ -221,6 +231,41 @@ func TestLogBasedTypmodChange(t *testing.T) {
 		want := "SCHEMA max 1000,RECORD 2 999.99,SCHEMA max 100000000,RECORD 3 12345678.90"
 		if got := strings.Join(shapes, ","); got != want {
 			t.Fatalf("messages:\n%s\nwant:\n%s", got, want)
+		}
+	})
+}
+
+// TestLogBasedReadAheadBounded: while the consumer stops reading, the
+// stream reads ahead only so far in bytes, not a fixed number of messages
+// of any size: changes of 1 MiB values leave the heap bounded.
+func TestLogBasedReadAheadBounded(t *testing.T) {
+	forEachDecoder(t, decoders, func(t *testing.T, dec decoder) {
+		const rows, limit = 160, 112 << 20
+		db := testpg.NewDatabase(t, pg)
+		slot := slotFor(db)
+		testpg.Exec(t, pg, db, `CREATE TABLE blobs (id integer PRIMARY KEY, body text); ALTER TABLE blobs ALTER COLUMN body SET STORAGE EXTERNAL;`)
+		newSlot(t, db, slot, dec)
+		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+		catalog := logCatalog(t, cfg, db+"-public-blobs")
+		_, s1 := logRun(t, cfg, catalog, nil)
+		testpg.Exec(t, pg, db, fmt.Sprintf(`INSERT INTO blobs SELECT g, repeat(md5(g::text), 32768) FROM generate_series(1, %d) g`, rows))
+		counted := &lcCountingWriter{}
+		out := &pausingWriter{next: counted, after: 1, pause: 4 * time.Second}
+		var code int
+		var stderr bytes.Buffer
+		peak := lcPeakHeap(func() {
+			code = cli.Run(context.Background(), []string{"--config", cfg, "--catalog", catalog, "--state", writeFile(t, "state.json", s1)},
+				cli.Env{Stdout: out, Stderr: &stderr})
+		})
+		if code != 0 {
+			t.Fatalf("exit %d:\n%s", code, stderr.String())
+		}
+		if counted.records != rows {
+			t.Fatalf("%d records, want %d", counted.records, rows)
+		}
+		t.Logf("peak HeapInuse %.1f MiB for %d changes of 1 MiB", float64(peak)/(1<<20), rows)
+		if peak >= limit {
+			t.Fatalf("peak HeapInuse %.1f MiB while the consumer paused, want under %d MiB", float64(peak)/(1<<20), limit>>20)
 		}
 	})
 }

@@ -260,6 +260,25 @@ func (e *Engine) checkPublication(ctx context.Context, conn *pgx.Conn, ld *logDa
 		problems = append(problems, fmt.Errorf("database %q: publication %s does not publish %s, so its changes would never arrive: ALTER PUBLICATION %s ADD TABLE %s;",
 			ld.name, pgx.Identifier{pub.Name}.Sanitize(), strings.Join(names, ", "), pgx.Identifier{pub.Name}.Sanitize(), strings.Join(names, ", ")))
 	}
+	for _, p := range ld.plans {
+		restrictions, err := pub.Restrictions(ctx, conn, pgoutput.Table{Schema: p.schema, Name: p.table, Partitioned: p.live.Kind == discovery.KindPartitionedTable}, columnNames(p.columns))
+		if err != nil {
+			return fmt.Errorf("database %q: %w", ld.name, err)
+		}
+		for _, r := range restrictions {
+			table := pgx.Identifier{r.Schema, r.Name}.Sanitize()
+			var what []string
+			if r.RowFilter != "" {
+				what = append(what, "only the rows WHERE "+r.RowFilter+" (rows outside it, and updates that move rows out of it, would never arrive)")
+			}
+			if r.Hidden != nil {
+				what = append(what, "without the selected columns "+strings.Join(r.Hidden, ", ")+" (records would lack them)")
+			}
+			problems = append(problems, fmt.Errorf("database %q: publication %s publishes %s %s; publish the whole table: ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %s ADD TABLE %s;",
+				ld.name, pgx.Identifier{pub.Name}.Sanitize(), table, strings.Join(what, " and "),
+				pgx.Identifier{pub.Name}.Sanitize(), table, pgx.Identifier{pub.Name}.Sanitize(), table))
+		}
+	}
 	if lacking := pub.Unpublished(); len(lacking) > 0 {
 		problems = append(problems, fmt.Errorf("database %q: publication %s does not publish %s, which would be lost without a trace: ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');",
 			ld.name, pgx.Identifier{pub.Name}.Sanitize(), strings.Join(lacking, ", "), pgx.Identifier{pub.Name}.Sanitize()))

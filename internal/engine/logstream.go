@@ -37,7 +37,7 @@ type logStream struct {
 	index map[string]int
 	// ignored maps columns that are not synced (deselected, unsupported) to
 	// their type, to tell them from columns added since.
-	ignored map[string]string
+	ignored map[string]ignoredType
 	keyCols []int
 	warned  []types.Issue
 	// vals is per-change scratch: the value of each synced column.
@@ -246,6 +246,26 @@ func partitionsOf(ctx context.Context, conn *pgx.Conn, p *streamPlan) ([][2]stri
 	return out, rows.Err()
 }
 
+// ignoredType is the type of a column that is not synced, as last seen: a
+// change of type makes the column worth a second look (a type with no text
+// form may become one with it).
+type ignoredType struct {
+	name string
+	oid  uint32
+}
+
+// same tells whether a change's column still has the type: by name where
+// the plugin names types, else by OID.
+func (t ignoredType) same(c *logical.Column) bool {
+	switch {
+	case c.TypeName != "":
+		return c.TypeName == t.name
+	case c.TypeOID != 0:
+		return c.TypeOID == t.oid
+	}
+	return true
+}
+
 func (r *logRun) newLogStream(p *streamPlan) (*logStream, error) {
 	ls := &logStream{p: p, bm: r.state.Bookmark(p.id), metrics: newMetrics(r.e.log, p.name, r.e.clock)}
 	ls.bm.LastReplicationMethod = MethodLogBased
@@ -264,10 +284,10 @@ func (ls *logStream) rebuild(e *Engine) {
 		ls.index[c.Name] = i
 	}
 	if ls.ignored == nil {
-		ls.ignored = map[string]string{}
+		ls.ignored = map[string]ignoredType{}
 		for _, c := range p.live.Columns {
 			if _, synced := ls.index[c.Name]; !synced {
-				ls.ignored[c.Name] = c.SQLType
+				ls.ignored[c.Name] = ignoredType{name: c.SQLType, oid: c.TypeOID}
 			}
 		}
 	}
@@ -473,7 +493,7 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 			ls.vals[i] = c
 			continue
 		}
-		if typ, known := ls.ignored[c.Name]; known && (c.TypeName == "" || typ == c.TypeName) {
+		if typ, known := ls.ignored[c.Name]; known && typ.same(c) {
 			continue
 		}
 		col, err := r.newColumn(ctx, ls, c)
@@ -481,7 +501,7 @@ func (r *logRun) mapColumns(ctx context.Context, ls *logStream, cols []logical.C
 			return err
 		}
 		if col == nil {
-			ls.ignored[c.Name] = c.TypeName
+			ls.ignored[c.Name] = ignoredType{name: c.TypeName, oid: c.TypeOID}
 			continue
 		}
 		added = append(added, col)

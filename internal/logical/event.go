@@ -69,7 +69,9 @@ type Event struct {
 // output plugin's decoder.
 type Source interface {
 	// Next waits up to wait for the next event; nil with a nil error when
-	// nothing arrived in time. The event is valid until the next call.
+	// nothing arrived in time or what arrived carries no event (a relation
+	// description, a logical message). The event is valid until the next
+	// call.
 	Next(ctx context.Context, wait time.Duration) (*Event, error)
 	Close(ctx context.Context) error
 }

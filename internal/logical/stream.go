@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -27,10 +28,14 @@ const (
 	// is asked where it is, so that stop rules see an idle server's
 	// progress.
 	quietInterval = time.Second
-	// bufferedMessages bounds how far reading runs ahead of a slow consumer:
-	// memory stays flat, and the server waits on the connection's flow
-	// control meanwhile.
+	// bufferedMessages and bufferedBytes bound how far reading runs ahead of
+	// a slow consumer: memory stays flat, and the server waits on the
+	// connection's flow control meanwhile.
 	bufferedMessages = 256
+	bufferedBytes    = 32 << 20
+	// keptBufferSize is the largest message buffer kept for reuse: one huge
+	// value does not pin its size for the rest of the run.
+	keptBufferSize = 1 << 20
 )
 
 // StreamConfig says where to stream from and what to acknowledge.
@@ -83,8 +88,12 @@ type Stream struct {
 	// current is the message handed out by the last Receive, returned to
 	// free on the next.
 	current *queued
-	timer   *time.Timer
-	close   sync.Once
+	// queuedBytes counts the data of queued and current messages; released
+	// wakes the reader when the consumer gives some back.
+	queuedBytes atomic.Int64
+	released    chan struct{}
+	timer       *time.Timer
+	close       sync.Once
 }
 
 type queued struct {
@@ -108,7 +117,7 @@ func StartStream(ctx context.Context, cfg *pgconn.Config, sc StreamConfig) (*Str
 	}
 	s := &Stream{conn: conn, ack: sc.Ack, clock: sc.Clock,
 		queue: make(chan *queued, bufferedMessages), free: make(chan *queued, bufferedMessages),
-		done: make(chan struct{}), timer: time.NewTimer(time.Hour)}
+		done: make(chan struct{}), released: make(chan struct{}, 1), timer: time.NewTimer(time.Hour)}
 	s.timer.Stop()
 	for range bufferedMessages {
 		s.free <- &queued{}
@@ -166,6 +175,26 @@ func (s *Stream) read(ctx context.Context) {
 				return
 			}
 		}
+		// While the consumer holds every buffer or too many bytes, keep the
+		// server informed until it catches up.
+		waitStatus := func() bool {
+			if s.err = status(false); s.err != nil {
+				return false
+			}
+			return true
+		}
+		for s.queuedBytes.Load() > bufferedBytes {
+			select {
+			case <-s.released:
+			case <-ctx.Done():
+				s.err = context.Cause(ctx)
+				return
+			case <-time.After(blockedStatusInterval - min(s.clock().Sub(lastStatus), blockedStatusInterval)):
+				if !waitStatus() {
+					return
+				}
+			}
+		}
 		var slot *queued
 		select {
 		case slot = <-s.free:
@@ -178,9 +207,7 @@ func (s *Stream) read(ctx context.Context) {
 				s.err = context.Cause(ctx)
 				return
 			case <-time.After(blockedStatusInterval - min(s.clock().Sub(lastStatus), blockedStatusInterval)):
-				// The consumer holds every buffer: keep the server
-				// informed while it catches up.
-				if s.err = status(false); s.err != nil {
+				if !waitStatus() {
 					return
 				}
 			}
@@ -217,6 +244,7 @@ func (s *Stream) read(ctx context.Context) {
 			s.free <- slot
 			continue
 		}
+		s.queuedBytes.Add(int64(len(slot.buf)))
 		s.queue <- slot
 	}
 }
@@ -266,9 +294,18 @@ func (s *Stream) fill(q *queued, raw pgproto3.BackendMessage) (bool, error) {
 // Receive waits up to wait for one message. Data is valid until the next
 // Receive.
 func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, error) {
-	if s.current != nil {
-		s.free <- s.current
+	if q := s.current; q != nil {
 		s.current = nil
+		s.queuedBytes.Add(-int64(len(q.buf)))
+		q.msg = Message{}
+		if cap(q.buf) > keptBufferSize {
+			q.buf = nil
+		}
+		s.free <- q
+		select {
+		case s.released <- struct{}{}:
+		default:
+		}
 	}
 	var q *queued
 	var ok bool
@@ -296,28 +333,26 @@ func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, erro
 // Next is a plugin's Source.Next: it waits up to wait for a message,
 // reports keepalives itself and hands data messages to decode, which
 // returns nil for messages that carry no event. ev is the Source's event,
-// reused for keepalives.
+// reused for keepalives. A message without an event returns nil too, so
+// that a stream of them (an application's pg_logical_emit_message
+// heartbeats) never keeps the caller from its stop rules.
 func (s *Stream) Next(ctx context.Context, wait time.Duration, ev *Event, decode func(Message) (*Event, error)) (*Event, error) {
-	for {
-		msg, err := s.Receive(ctx, wait)
-		if err != nil {
-			return nil, err
-		}
-		switch msg.Kind {
-		case KindNone:
-			return nil, nil
-		case KindKeepalive:
-			*ev = Event{Op: OpKeepalive, LSN: msg.ServerWALEnd}
-			return ev, nil
-		}
-		got, err := decode(msg)
-		if err != nil {
-			return nil, fmt.Errorf("at %s: %w", msg.WALStart, err)
-		}
-		if got != nil {
-			return got, nil
-		}
+	msg, err := s.Receive(ctx, wait)
+	if err != nil {
+		return nil, err
 	}
+	switch msg.Kind {
+	case KindNone:
+		return nil, nil
+	case KindKeepalive:
+		*ev = Event{Op: OpKeepalive, LSN: msg.ServerWALEnd}
+		return ev, nil
+	}
+	got, err := decode(msg)
+	if err != nil {
+		return nil, fmt.Errorf("at %s: %w", msg.WALStart, err)
+	}
+	return got, nil
 }
 
 // Close ends streaming and the connection.

@@ -254,21 +254,26 @@ func (d *Decoder) change(kind byte, r *reader, at logical.LSN) (*logical.Event, 
 	case 'D':
 		ev.Op = logical.OpDelete
 	}
+	// A tuple can be empty (every value an unchanged TOAST value): what
+	// tells that one came is its tag.
+	var sawOld, sawNew bool
 	for r.err == nil && len(r.data) > 0 {
 		switch tag := r.byte(); tag {
 		case 'K', 'O':
-			if kind == 'I' || len(ev.Old) > 0 {
+			if kind == 'I' || sawOld || sawNew {
 				return nil, fmt.Errorf("unexpected %q tuple", tag)
 			}
+			sawOld = true
 			// A key tuple carries nulls in the other columns: only the
 			// key's columns are values.
 			if ev.Old, err = tuple(r, rel, ev.Old, tag == 'K'); err != nil {
 				return nil, err
 			}
 		case 'N':
-			if kind == 'D' || len(ev.New) > 0 {
+			if kind == 'D' || sawNew {
 				return nil, fmt.Errorf("unexpected %q tuple", tag)
 			}
+			sawNew = true
 			if ev.New, err = tuple(r, rel, ev.New, false); err != nil {
 				return nil, err
 			}
@@ -285,10 +290,10 @@ func (d *Decoder) change(kind byte, r *reader, at logical.LSN) (*logical.Event, 
 	if r.err != nil {
 		return nil, r.err
 	}
-	if kind != 'D' && len(ev.New) == 0 && len(rel.columns) > 0 {
+	if kind != 'D' && !sawNew {
 		return nil, errors.New("no new tuple")
 	}
-	if kind == 'D' && len(ev.Old) == 0 && len(rel.columns) > 0 {
+	if kind == 'D' && !sawOld {
 		return nil, errors.New("no old tuple")
 	}
 	return ev, nil

@@ -64,6 +64,11 @@ func TestDecode(t *testing.T) {
 	if len(ev.New) != 2 || ev.New[0].Name != "id" || ev.New[1].Name != "price" || logical.Find(ev.New, "body") != nil {
 		t.Fatalf("update new: %+v", ev.New)
 	}
+	// Every new value an unchanged TOAST value: an empty new row, no error.
+	ev, err = d.Decode(msg{'U'}.u32(16400).b('K').u16(3).text("2").b('n').b('n').b('N').u16(3).b('u').b('u').b('u'), 0x935)
+	if err != nil || ev.Op != logical.OpUpdate || len(ev.New) != 0 || len(ev.Old) != 1 {
+		t.Fatalf("update of unchanged values only: %+v %v", ev, err)
+	}
 	// REPLICA IDENTITY FULL: the whole old row, nulls included.
 	ev, err = d.Decode(msg{'D'}.u32(16400).b('O').u16(3).text("2").b('n').text(""), 0x940)
 	if err != nil {
@@ -106,6 +111,8 @@ func TestDecodeErrors(t *testing.T) {
 		"value too long":       msg{'I'}.u32(16400).b('N').u16(3).b('t').u32(1000),
 		"binary value":         msg{'I'}.u32(16400).b('N').u16(3).b('b').u32(1).b(1),
 		"insert without a row": msg{'I'}.u32(16400),
+		"two new rows":         msg{'U'}.u32(16400).b('N').u16(3).b('u').b('u').b('u').b('N').u16(3).b('u').b('u').b('u'),
+		"old row after new":    msg{'U'}.u32(16400).b('N').u16(3).b('u').b('u').b('u').b('O').u16(3).b('u').b('u').b('u'),
 		"trailing bytes":       msg{'C'}.b(0).u64(1).u64(2).u64(3).b(9),
 		"unterminated":         msg{'R'}.u32(1).str("public").b('t'),
 	} {
@@ -155,4 +162,19 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func BenchmarkDecodeUpdate(b *testing.B) {
+	d := NewDecoder()
+	if _, err := d.Decode(relationMsg(), 1); err != nil {
+		b.Fatal(err)
+	}
+	m := msg{'U'}.u32(16400).b('N').u16(3).text("123456").text("a body of a few dozen bytes, as rows have").text("12345.67")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(m)))
+	for b.Loop() {
+		if _, err := d.Decode(m, 2); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

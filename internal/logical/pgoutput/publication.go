@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -24,7 +25,14 @@ type Publication struct {
 	Name                             string
 	AllTables, ViaRoot               bool
 	Insert, Update, Delete, Truncate bool
-	tables                           map[[2]string]bool
+	tables                           map[[2]string]publishedTable
+}
+
+// publishedTable is a row of pg_publication_tables: from PostgreSQL 15 a
+// publication may send only some columns (attnames) and rows (rowfilter).
+type publishedTable struct {
+	Columns   []string `json:"attnames"`
+	RowFilter *string  `json:"rowfilter"`
 }
 
 // PublicationName is the publication a slot streams: the configured name
@@ -61,18 +69,25 @@ func ReadPublication(ctx context.Context, conn *pgx.Conn, name string) (*Publica
 		return nil, fmt.Errorf("read publication %s: %w", name, err)
 	}
 	p := &Publication{Name: name, AllTables: row.AllTables, ViaRoot: row.ViaRoot, Insert: row.Insert, Update: row.Update,
-		Delete: row.Delete, Truncate: row.Truncate == nil || *row.Truncate, tables: map[[2]string]bool{}}
-	rows, err := conn.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`, name)
+		Delete: row.Delete, Truncate: row.Truncate == nil || *row.Truncate, tables: map[[2]string]publishedTable{}}
+	// to_jsonb again: attnames and rowfilter exist from PostgreSQL 15.
+	rows, err := conn.Query(ctx, `SELECT schemaname, tablename, to_jsonb(pt) FROM pg_publication_tables pt WHERE pubname = $1`, name)
 	if err != nil {
 		return nil, fmt.Errorf("read the tables of publication %s: %w", name, err)
 	}
 	for rows.Next() {
 		var t [2]string
-		if err := rows.Scan(&t[0], &t[1]); err != nil {
+		var entry []byte
+		var pt publishedTable
+		err := rows.Scan(&t[0], &t[1], &entry)
+		if err == nil {
+			err = json.Unmarshal(entry, &pt)
+		}
+		if err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read the tables of publication %s: %w", name, err)
 		}
-		p.tables[t] = true
+		p.tables[t] = pt
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the tables of publication %s: %w", name, err)
@@ -86,7 +101,7 @@ func ReadPublication(ctx context.Context, conn *pgx.Conn, name string) (*Publica
 func (p *Publication) Missing(ctx context.Context, conn *pgx.Conn, tables []Table) ([]Table, error) {
 	var missing []Table
 	for _, t := range tables {
-		if p.tables[[2]string{t.Schema, t.Name}] {
+		if _, ok := p.tables[[2]string{t.Schema, t.Name}]; ok {
 			continue
 		}
 		if t.Partitioned {
@@ -96,7 +111,8 @@ func (p *Publication) Missing(ctx context.Context, conn *pgx.Conn, tables []Tabl
 			}
 			all := len(leaves) > 0
 			for _, l := range leaves {
-				all = all && p.tables[l]
+				_, ok := p.tables[l]
+				all = all && ok
 			}
 			if all {
 				continue
@@ -119,6 +135,53 @@ func partitions(ctx context.Context, conn *pgx.Conn, t Table) ([][2]string, erro
 		var l [2]string
 		return l, row.Scan(&l[0], &l[1])
 	})
+}
+
+// Restriction is what a publication leaves out of a table it publishes.
+type Restriction struct {
+	// Schema and Name are the table the restriction is on: the selected
+	// table, or one of its partitions.
+	Schema, Name string
+	// RowFilter is the WHERE clause rows must pass; empty for none.
+	RowFilter string
+	// Hidden are selected columns the column list leaves out.
+	Hidden []string
+}
+
+// Restrictions lists the row filters and column lists that keep rows or
+// selected columns of t (or, for a partitioned root published through its
+// partitions, of a partition) out of the stream.
+func (p *Publication) Restrictions(ctx context.Context, conn *pgx.Conn, t Table, columns []string) ([]Restriction, error) {
+	entries := [][2]string{{t.Schema, t.Name}}
+	if _, ok := p.tables[entries[0]]; !ok && t.Partitioned {
+		leaves, err := partitions(ctx, conn, t)
+		if err != nil {
+			return nil, err
+		}
+		entries = leaves
+	}
+	var out []Restriction
+	for _, e := range entries {
+		pt, ok := p.tables[e]
+		if !ok {
+			continue
+		}
+		r := Restriction{Schema: e[0], Name: e[1]}
+		if pt.RowFilter != nil {
+			r.RowFilter = *pt.RowFilter
+		}
+		if pt.Columns != nil {
+			for _, c := range columns {
+				if !slices.Contains(pt.Columns, c) {
+					r.Hidden = append(r.Hidden, c)
+				}
+			}
+		}
+		if r.RowFilter != "" || r.Hidden != nil {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // Unpublished names the kinds of change the publication leaves out.
