@@ -270,6 +270,21 @@ func nonNil(s []string) []string {
 	return s
 }
 
+// ColumnNames lists the columns of schema.table the user may read, as the
+// table is now: one light query, for the log path that asks once per
+// transaction whether a column a change lacks still exists.
+func ColumnNames(ctx context.Context, conn *pgx.Conn, schema, table string) ([]string, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT attname FROM pg_attribute
+		WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
+		  AND has_column_privilege(attrelid, attnum, 'SELECT')
+		ORDER BY attnum`, pgx.Identifier{schema, table}.Sanitize())
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // ResolveLogType resolves a column type as wal2json reports it at the time
 // of a change: its format_type name and OID. The name carries the typmod
 // (numeric(12,2), bit(1)) and is used when it denotes that very OID; names

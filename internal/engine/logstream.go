@@ -620,15 +620,13 @@ func (r *logRun) reshape(ctx context.Context, ls *logStream, sc shapeChange) err
 // in the table (the others left their TOAST values unchanged).
 func (r *logRun) droppedColumns(ctx context.Context, ls *logStream, missing []int) ([]int, error) {
 	if ls.liveColumns == nil {
-		tables, err := discovery.Tables(ctx, r.conn, discovery.Filter{Names: [][2]string{{ls.p.schema, ls.p.table}}}, r.e.typeOptions())
+		names, err := discovery.ColumnNames(ctx, r.conn, ls.p.schema, ls.p.table)
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: reload columns: %w", ls.p.id, err)
 		}
 		ls.liveColumns = map[string]bool{}
-		if len(tables) > 0 {
-			for _, c := range tables[0].Columns {
-				ls.liveColumns[c.Name] = true
-			}
+		for _, n := range names {
+			ls.liveColumns[n] = true
 		}
 	}
 	var dropped []int
