@@ -169,48 +169,43 @@ func (s *Stream) read(ctx context.Context) {
 		lastStatus = s.clock()
 		return nil
 	}
+	// waitForSlot takes a free buffer once the queue is within its byte
+	// budget. While the consumer holds every buffer or too many bytes, the
+	// server hears from the client every blockedStatusInterval; each buffer
+	// the consumer gives back signals released.
+	blocked := time.NewTimer(blockedStatusInterval)
+	defer blocked.Stop()
+	waitForSlot := func() (*queued, error) {
+		for {
+			if s.queuedBytes.Load() <= bufferedBytes {
+				select {
+				case slot := <-s.free:
+					return slot, nil
+				default:
+				}
+			}
+			blocked.Reset(blockedStatusInterval - min(s.clock().Sub(lastStatus), blockedStatusInterval))
+			select {
+			case <-s.released:
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			case <-blocked.C:
+				if err := status(false); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	for {
 		if s.clock().Sub(lastStatus) >= statusInterval {
 			if s.err = status(false); s.err != nil {
 				return
 			}
 		}
-		// While the consumer holds every buffer or too many bytes, keep the
-		// server informed until it catches up.
-		waitStatus := func() bool {
-			if s.err = status(false); s.err != nil {
-				return false
-			}
-			return true
-		}
-		for s.queuedBytes.Load() > bufferedBytes {
-			select {
-			case <-s.released:
-			case <-ctx.Done():
-				s.err = context.Cause(ctx)
-				return
-			case <-time.After(blockedStatusInterval - min(s.clock().Sub(lastStatus), blockedStatusInterval)):
-				if !waitStatus() {
-					return
-				}
-			}
-		}
-		var slot *queued
-		select {
-		case slot = <-s.free:
-		default:
-		}
-		for slot == nil {
-			select {
-			case slot = <-s.free:
-			case <-ctx.Done():
-				s.err = context.Cause(ctx)
-				return
-			case <-time.After(blockedStatusInterval - min(s.clock().Sub(lastStatus), blockedStatusInterval)):
-				if !waitStatus() {
-					return
-				}
-			}
+		slot, err := waitForSlot()
+		if err != nil {
+			s.err = err
+			return
 		}
 		deadline := max(min(statusInterval-s.clock().Sub(lastStatus), quietInterval), time.Millisecond)
 		rctx, cancel := context.WithTimeout(ctx, deadline)
