@@ -64,6 +64,12 @@ func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clo
 		// A plain frequency starts at once, then every frequency.
 		next = clock.Now()
 	}
+	if next.IsZero() {
+		// A schedule without a next start never makes a job due (the
+		// zero time would look overdue forever).
+		log.Error(fmt.Sprintf("integration %q: %s never fires; no job is scheduled", in.Name, sched))
+		return
+	}
 	log.Info(fmt.Sprintf("integration %q: %s; first job at %s", in.Name, sched, next.UTC().Format(time.RFC3339)))
 	for {
 		select {
@@ -75,18 +81,21 @@ func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clo
 		next = sched.Next(tick)
 		select {
 		case running <- struct{}{}:
+			jobs.Add(1)
+			go func() {
+				defer jobs.Done()
+				defer func() { <-running }()
+				if err := run(ctx, in); err != nil {
+					log.Error(fmt.Sprintf("integration %q: job failed: %v", in.Name, err))
+				}
+			}()
 		default:
 			log.Warn(fmt.Sprintf("integration %q: the job due at %s is skipped: the previous job is still running",
 				in.Name, tick.UTC().Format(time.RFC3339)))
-			continue
 		}
-		jobs.Add(1)
-		go func() {
-			defer jobs.Done()
-			defer func() { <-running }()
-			if err := run(ctx, in); err != nil {
-				log.Error(fmt.Sprintf("integration %q: job failed: %v", in.Name, err))
-			}
-		}()
+		if next.IsZero() {
+			log.Error(fmt.Sprintf("integration %q: %s fires no more after %s; no further job is scheduled", in.Name, sched, tick.UTC().Format(time.RFC3339)))
+			return
+		}
 	}
 }

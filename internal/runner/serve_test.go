@@ -141,3 +141,61 @@ func TestServeNeedsSchedules(t *testing.T) {
 		t.Fatalf("error = %v", err)
 	}
 }
+
+// noMoreStarts is a schedule whose starts run out after the listed ones.
+type noMoreStarts struct{ starts []time.Time }
+
+func (s noMoreStarts) Next(t time.Time) time.Time {
+	for _, start := range s.starts {
+		if start.After(t) {
+			return start
+		}
+	}
+	return time.Time{}
+}
+
+func (noMoreStarts) String() string { return "two starts" }
+
+// TestServeNeverTreatsZeroTimeAsDue: a schedule with no next start (the
+// zero time) never makes a job due: without a start no job runs, and after
+// its last start the scheduler stops instead of running jobs back to back.
+func TestServeNeverTreatsZeroTimeAsDue(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2024, 6, 1, 10, 0, 0, 0, time.UTC)}
+	var mu sync.Mutex
+	runs := 0
+	run := func(context.Context, *Integration) error { mu.Lock(); runs++; mu.Unlock(); return nil }
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	log := logging.NewExtraction(&logs, &logMu, "main", clock.Now)
+	in := &Integration{Name: "never"}
+
+	done := make(chan struct{})
+	go func() { serveOne(context.Background(), in, noMoreStarts{}, clock, log, run); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the scheduler kept going with no start")
+	}
+	if runs != 0 || !strings.Contains(logs.String(), `integration "never": two starts never fires`) {
+		t.Fatalf("%d jobs, log:\n%s", runs, logs.String())
+	}
+
+	last := clock.now.Add(time.Hour)
+	done = make(chan struct{})
+	go func() {
+		serveOne(context.Background(), in, noMoreStarts{starts: []time.Time{last}}, clock, log, run)
+		close(done)
+	}()
+	waitFor(t, "the scheduler to wait", func() bool { clock.mu.Lock(); defer clock.mu.Unlock(); return len(clock.waiters) == 1 })
+	clock.advance(time.Hour)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the scheduler kept going after its last start")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 1 || !strings.Contains(logs.String(), "fires no more after 2024-06-01T11:00:00Z") {
+		t.Fatalf("%d jobs after the last start, want 1; log:\n%s", runs, logs.String())
+	}
+}

@@ -1,4 +1,5 @@
-// Package schedule computes when an integration's jobs run (SPEC §7): an
+// Package schedule computes when an integration's jobs run (README,
+// "Runner"): an
 // interval frequency with an optional anchor time, or a 6-field Quartz cron
 // expression, always in UTC. Callers pass the time: there is no clock here.
 package schedule
@@ -6,6 +7,7 @@ package schedule
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -115,10 +117,8 @@ func ParseQuartz(expr string) (Schedule, error) {
 		return nil, fmt.Errorf("cron %q: %d fields; give 6: sec min hour day-of-month month day-of-week", expr, len(fields))
 	}
 	for i, f := range fields {
-		for _, bad := range []string{"L", "W", "#"} {
-			if strings.Contains(strings.ToUpper(f), bad) && !(i == 5 && isDayName(f)) {
-				return nil, fmt.Errorf("cron %q: %q in field %d is not supported (no L, W or # expressions)", expr, bad, i+1)
-			}
+		if bad := quartzOperator(f, i); bad != "" {
+			return nil, fmt.Errorf("cron %q: %q in field %d is not supported (no L, W or # expressions)", expr, bad, i+1)
 		}
 	}
 	dom, dow := fields[3], fields[5]
@@ -137,22 +137,40 @@ func ParseQuartz(expr string) (Schedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cron %q: %w", expr, err)
 	}
+	// The parser answers the zero time when no date within five years
+	// matches; a Quartz expression such as 31 February "will never fire".
+	// Any five years hold every date a 6-field expression can name (29
+	// February included), so one look from a fixed point tells.
+	if s.Next(neverFiresCheckFrom).IsZero() {
+		return nil, fmt.Errorf("cron %q: matches no date, so it would never fire", expr)
+	}
 	return Quartz{text: expr, schedule: s}, nil
 }
 
-// isDayName tells day names (which contain W and L letters: WED, SAT…)
-// from the L/W/# operators.
-func isDayName(field string) bool {
+var neverFiresCheckFrom = time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Quartz's month and day names, which contain the letters of the L, W and
+// # operators (JUL, WED…).
+var (
+	monthNames = []string{"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"}
+	dayNames   = []string{"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}
+)
+
+// quartzOperator returns the L, W or # operator a field uses, or "": each
+// part of a list, range or step is a number, *, ?, or a name the field
+// allows (months in field 5, days in field 6).
+func quartzOperator(field string, index int) string {
 	for _, part := range strings.FieldsFunc(strings.ToUpper(field), func(r rune) bool { return r == ',' || r == '-' || r == '/' }) {
-		switch part {
-		case "SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "*":
-		default:
-			if _, err := strconv.Atoi(part); err != nil {
-				return false
+		if index == 4 && slices.Contains(monthNames, part) || index == 5 && slices.Contains(dayNames, part) {
+			continue
+		}
+		for _, op := range []string{"L", "W", "#"} {
+			if strings.Contains(part, op) {
+				return op
 			}
 		}
 	}
-	return true
+	return ""
 }
 
 // quartzDaysOfWeek renumbers Quartz days (1 = SUN … 7 = SAT) for the parser,

@@ -36,6 +36,12 @@ func TestNext(t *testing.T) {
 			[]string{"2024-06-08T12:00:00Z", "2024-06-09T12:00:00Z", "2024-06-15T12:00:00Z"}},
 		{"quartz day names", Spec{Cron: "0 0 6 ? * MON,WED"}, "2024-06-01T00:00:00Z", []string{"2024-06-03T06:00:00Z", "2024-06-05T06:00:00Z"}},
 		{"quartz day of month", Spec{Cron: "0 0 0 1 * ?"}, "2024-06-01T00:00:00Z", []string{"2024-07-01T00:00:00Z", "2024-08-01T00:00:00Z"}},
+		{"quartz month names", Spec{Cron: "0 0 12 1 JUL ?"}, "2024-06-01T00:00:00Z", []string{"2024-07-01T12:00:00Z", "2025-07-01T12:00:00Z"}},
+		{"quartz month name list", Spec{Cron: "0 0 12 1 APR,JUL,DEC ?"}, "2024-06-01T00:00:00Z", []string{"2024-07-01T12:00:00Z", "2024-12-01T12:00:00Z", "2025-04-01T12:00:00Z"}},
+		{"quartz month name range", Spec{Cron: "0 0 0 15 jun-aug ?"}, "2024-06-01T00:00:00Z", []string{"2024-06-15T00:00:00Z", "2024-07-15T00:00:00Z", "2024-08-15T00:00:00Z", "2025-06-15T00:00:00Z"}},
+		{"quartz month name step", Spec{Cron: "0 0 0 1 JAN/4 ?"}, "2024-06-01T00:00:00Z", []string{"2024-09-01T00:00:00Z", "2025-01-01T00:00:00Z", "2025-05-01T00:00:00Z"}},
+		{"quartz day name range", Spec{Cron: "0 0 8 ? * TUE-THU"}, "2024-06-01T00:00:00Z", []string{"2024-06-04T08:00:00Z", "2024-06-05T08:00:00Z", "2024-06-06T08:00:00Z", "2024-06-11T08:00:00Z"}},
+		{"quartz 29 February", Spec{Cron: "0 0 0 29 2 ?"}, "2024-06-01T00:00:00Z", []string{"2028-02-29T00:00:00Z"}},
 		{"quartz in UTC whatever the input zone", Spec{Cron: "0 0 9 * * ?"}, "2024-06-01T10:00:00+02:00", []string{"2024-06-01T09:00:00Z", "2024-06-02T09:00:00Z"}},
 	}
 	for _, tt := range tests {
@@ -79,6 +85,15 @@ func TestParseErrors(t *testing.T) {
 		{Spec{Cron: "0 0 0 ? * 0"}, "1 (SUN) to 7 (SAT)"},
 		{Spec{Cron: "0 0 0 ? * 8"}, "1 (SUN) to 7 (SAT)"},
 		{Spec{Cron: "0 61 0 * * ?"}, "end of range (61) above maximum (59)"},
+		{Spec{Cron: "0 0 0 LW * ?"}, `"L" in field 4`},
+		{Spec{Cron: "0 0 0 L-3 * ?"}, `"L" in field 4`},
+		{Spec{Cron: "0 0 0 ? * SAT#2"}, `"#" in field 6`},
+		{Spec{Cron: "0 0 0 ? JUL FRIL"}, `"L" in field 6`},
+		{Spec{Cron: "0 0 0 1W JUL ?"}, `"W" in field 4`},
+		{Spec{Cron: "0 0 0 1 JULY ?"}, `"L" in field 5`},
+		{Spec{Cron: "0 0 12 31 2 ?"}, "never fire"},
+		{Spec{Cron: "0 0 12 30 FEB ?"}, "never fire"},
+		{Spec{Cron: "0 0 12 31 APR,JUN,SEP,NOV ?"}, "never fire"},
 	}
 	for _, tt := range tests {
 		_, err := Parse(tt.spec)
