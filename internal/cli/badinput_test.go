@@ -12,7 +12,7 @@ import (
 	"github.com/tap-postgres/tap-postgres/internal/testpg"
 )
 
-// assertFailure checks a failed run as SPEC §1 describes it: the exit code,
+// assertFailure checks a failed run as the README describes it ("Usage"): the exit code,
 // a last stderr line "CRITICAL <cause>" mentioning every want string, no Go
 // panic or stack trace, and only JSON lines on stdout.
 func assertFailure(t *testing.T, r tapResult, code int, want ...string) {
@@ -35,7 +35,7 @@ func assertFailure(t *testing.T, r tapResult, code int, want ...string) {
 			t.Errorf("stderr holds %q (a Go panic or stack trace?):\n%s", bad, r.stderr)
 		}
 	}
-	// Passwords never appear in any output (SPEC §2).
+	// Passwords never appear in any output (README, "Config").
 	if strings.Contains(r.stdout+r.stderr, pg.Password) {
 		t.Errorf("the superuser password appears in the output:\n%s", r.stderr)
 	}

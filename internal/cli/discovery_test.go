@@ -651,7 +651,7 @@ func TestColumnPrivileges(t *testing.T) {
 	}
 }
 
-// TestSelectionRules checks the column and stream selection rules of SPEC §3.
+// TestSelectionRules checks the column and stream selection rules of the README ("Catalog").
 func TestSelectionRules(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)
 	testpg.Exec(t, pg, db, `

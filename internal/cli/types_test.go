@@ -210,7 +210,7 @@ func createEveryTypeTable(t *testing.T, db, table string) {
 	}
 }
 
-// TestEveryTypeMatchesPostgreSQL syncs a table with every type of SPEC §3 and
+// TestEveryTypeMatchesPostgreSQL syncs a table with every type of the README's type table and
 // compares each value with what PostgreSQL itself computes for the same row.
 func TestEveryTypeMatchesPostgreSQL(t *testing.T) {
 	db := testpg.NewDatabase(t, pg)

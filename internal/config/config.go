@@ -1,4 +1,4 @@
-// Package config decodes and validates the tap's JSON config (SPEC §2).
+// Package config decodes and validates the tap's JSON config (README, "Config").
 //
 // Singer configs are often written by UIs and orchestrators that send every
 // value as a string, so each key accepts either a JSON string or its native
@@ -232,7 +232,7 @@ func Parse(data []byte) (Config, []string, error) {
 		{"application_name", &c.ApplicationName},
 	})
 
-	// An explicit sslmode wins over the reference's ssl switch (SPEC §2).
+	// An explicit sslmode wins over the reference's ssl switch (README, "Config").
 	c.sslSwitch = ssl
 	switch {
 	case strings.TrimSpace(sslmode) != "":
@@ -586,7 +586,7 @@ func (d *decoder) tunnel(key string, raw json.RawMessage) *SSHTunnel {
 		if on, ok := parseBool(s); s == "" || (ok && !on) {
 			return nil
 		}
-		// Per SPEC §2 any value may arrive as a string, objects included.
+		// As the README says ("Config"), any value may arrive as a string, objects included.
 		if raw[0] != '"' || !strings.HasPrefix(s, "{") {
 			d.fail(key, "must be an object")
 			return nil

@@ -1,4 +1,4 @@
-// Package destination loads a job's Singer messages (SPEC §7): into
+// Package destination loads a job's Singer messages (README, "Runner"): into
 // PostgreSQL, into JSON-lines files, or through any Singer target command.
 // Each destination hands a STATE to Commit only once everything the state
 // covers is durable there, so a committed state never outruns the data.

@@ -14,7 +14,7 @@ import (
 
 // syncIncremental reads rows at or after the bookmarked replication-key value
 // in key order. The bookmark is the last non-null key value emitted, in the
-// JSON form the record carried (SPEC §5), and is bound as a parameter the
+// JSON form the record carried (README, "Types"), and is bound as a parameter the
 // server types from the key column.
 func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, sk *sink) error {
 	var bm *singer.Bookmark

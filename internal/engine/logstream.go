@@ -126,7 +126,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 			ack = lsn
 		}
 	}
-	// Changes on a partition go to its selected root (SPEC §6), even when the
+	// Changes on a partition go to its selected root (README, "LOG_BASED"), even when the
 	// partition is selected on its own too.
 	for part, ls := range toRoot {
 		r.streams[part] = ls

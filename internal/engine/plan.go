@@ -145,7 +145,7 @@ func (e *Engine) resolveTables(ctx context.Context, db string, plans []*streamPl
 	return errors.Join(problems...)
 }
 
-// chooseColumns applies SPEC §3's column rules: automatic always, unsupported
+// chooseColumns applies the README's column rules ("Catalog"): automatic always, unsupported
 // never, available unless `selected: false`. Columns the catalog does not
 // know yet (added since discovery) are synced rather than silently dropped.
 func (e *Engine) chooseColumns(p *streamPlan, s *singer.Stream) error {

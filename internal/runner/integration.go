@@ -1,4 +1,4 @@
-// Package runner is Stitch's job around the tap (SPEC §7): integration
+// Package runner is Stitch's job around the tap (README, "Runner"): integration
 // files, jobs that extract with the engine and load into a destination,
 // committed state, job history and extraction logs. It drives the engine
 // through the same config and catalog a Singer user gives the tap.

@@ -44,7 +44,7 @@ type Store interface {
 }
 
 // Naming is what shapes destination names: it cannot change once the
-// integration has run (SPEC §7).
+// integration has run (README, "Runner").
 type Naming struct {
 	Name                                  string `json:"name"`
 	IncludeSchemasInDestinationStreamName bool   `json:"include_schemas_in_destination_stream_name"`

@@ -28,7 +28,7 @@ type Metadata struct {
 	Metadata   map[string]any `json:"metadata"`
 }
 
-// Metadata keys of SPEC §3.
+// Metadata keys of the README ("Catalog").
 const (
 	MetaTableKeyProperties = "table-key-properties"
 	MetaSchemaName         = "schema-name"
