@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -602,7 +603,7 @@ func (r *logRun) reshape(ctx context.Context, ls *logStream, sc shapeChange) err
 	}
 	var cols []*discovery.Column
 	for i, c := range ls.p.columns {
-		if containsInt(sc.dropped, i) {
+		if slices.Contains(sc.dropped, i) {
 			continue
 		}
 		if nc, ok := sc.retyped[i]; ok {
@@ -718,7 +719,7 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 	var missing []int
 	for _, h := range held {
 		for _, i := range r.pending[h].needs {
-			if !containsInt(missing, i) {
+			if !slices.Contains(missing, i) {
 				missing = append(missing, i)
 			}
 		}
@@ -778,7 +779,7 @@ func (r *logRun) reread(ctx context.Context, ls *logStream, held []int) error {
 			continue
 		}
 		for _, i := range p.needs {
-			v := row[indexOfInt(missing, i)]
+			v := row[slices.Index(missing, i)]
 			p.vals[i] = &logical.Column{Name: ls.p.columns[i].Name, Value: v, Null: v == nil}
 		}
 	}
@@ -792,15 +793,6 @@ func joinKey(values [][]byte) string {
 	return string(bytes.Join(values, []byte{0}))
 }
 
-func indexOfInt(list []int, v int) int {
-	for i, x := range list {
-		if x == v {
-			return i
-		}
-	}
-	return -1
-}
-
 // delete emits the deleted row's key with _sdc_deleted_at. Without a primary
 // key, the old row REPLICA IDENTITY FULL gave stands in for it.
 func (r *logRun) delete(ctx context.Context, ls *logStream, identity []logical.Column, at logical.LSN) error {
@@ -811,7 +803,7 @@ func (r *logRun) delete(ctx context.Context, ls *logStream, identity []logical.C
 		if !ok {
 			continue
 		}
-		if len(ls.keyCols) > 0 && !containsInt(ls.keyCols, i) {
+		if len(ls.keyCols) > 0 && !slices.Contains(ls.keyCols, i) {
 			continue
 		}
 		ls.vals[i] = c
@@ -830,10 +822,6 @@ func (r *logRun) record(ctx context.Context, ls *logStream, needs []int, at logi
 		return r.flush(ctx)
 	}
 	return nil
-}
-
-func containsInt(list []int, v int) bool {
-	return indexOfInt(list, v) >= 0
 }
 
 // emitValues writes one RECORD; absent values are left out.
@@ -903,20 +891,11 @@ func (r *logRun) committed(commit uint64) error {
 func (r *logRun) uniqueStreams() []*logStream {
 	var out []*logStream
 	for _, ls := range r.streams {
-		if !containsStream(out, ls) {
+		if !slices.Contains(out, ls) {
 			out = append(out, ls)
 		}
 	}
 	return out
-}
-
-func containsStream(list []*logStream, ls *logStream) bool {
-	for _, x := range list {
-		if x == ls {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *logRun) writeState() error {

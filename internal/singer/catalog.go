@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -111,7 +112,7 @@ func (c *Catalog) Lookup(id string) *Stream {
 // Entry returns the metadata map at a breadcrumb, or nil.
 func (s *Stream) Entry(breadcrumb ...string) map[string]any {
 	for _, m := range s.Metadata {
-		if equalBreadcrumb(m.Breadcrumb, breadcrumb) {
+		if slices.Equal(m.Breadcrumb, breadcrumb) {
 			return m.Metadata
 		}
 	}
@@ -125,18 +126,6 @@ func (s *Stream) SetEntry(key string, value any, breadcrumb ...string) {
 		return
 	}
 	s.Metadata = append(s.Metadata, &Metadata{Breadcrumb: append([]string{}, breadcrumb...), Metadata: map[string]any{key: value}})
-}
-
-func equalBreadcrumb(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TableMeta returns the table-level metadata (breadcrumb []).
