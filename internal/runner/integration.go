@@ -13,7 +13,7 @@ import (
 	"regexp"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
 	"github.com/tap-postgres/tap-postgres/internal/schedule"

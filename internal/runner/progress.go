@@ -8,6 +8,7 @@ import (
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
 )
 
 // jobProgress draws a bar per stream on stderr while a job loads: rows,
@@ -31,13 +32,10 @@ type streamProgress struct {
 const progressLump = 1000
 
 // isTerminal reports whether w is a terminal; progress is drawn only there.
+// A character device is not enough: /dev/null is one.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	info, err := f.Stat()
-	return err == nil && info.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func newJobProgress(w io.Writer, totals map[string]int64, options ...mpb.ContainerOption) *jobProgress {

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
+	"golang.org/x/sys/unix"
 )
 
 // TestJobProgress draws bars per stream with the rows counted, a rate and
@@ -42,13 +44,33 @@ func TestIsTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if isTerminal(f) || isTerminal(&bytes.Buffer{}) {
-		t.Fatal("a file or a buffer taken for a terminal")
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
-		defer tty.Close()
-		if !isTerminal(tty) {
-			t.Fatal("/dev/tty not taken for a terminal")
-		}
+	defer devNull.Close()
+	if isTerminal(f) || isTerminal(&bytes.Buffer{}) || isTerminal(devNull) {
+		t.Fatal("a file, a buffer or /dev/null taken for a terminal")
+	}
+	// A pseudo-terminal's follower side is a terminal, as a user's is.
+	leader, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Close()
+	if err := unix.IoctlSetPointerInt(int(leader.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(leader.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	if !isTerminal(tty) {
+		t.Fatal("a pseudo-terminal not taken for a terminal")
 	}
 }

@@ -1,6 +1,7 @@
 package singer
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -71,14 +72,33 @@ func FuzzParseCatalog(f *testing.F) {
 	for _, s := range []string{`{"streams":[]}`, `{"streams":[{"tap_stream_id":"a","metadata":[{"breadcrumb":[],"metadata":{"selected":true}}]}]}`, `[`, `{"streams":null}`, `{"streams":[null]}`} {
 		f.Add(s)
 	}
+	// A catalog the tap accepts reads back the same after the tap writes it
+	// (as --discover does): same streams, same selection, or the same error.
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := ParseCatalog([]byte(in))
 		if err != nil {
 			return
 		}
-		for _, s := range c.Streams {
-			_, _, _ = s.TableMeta().Bool("selected")
-			_, _ = s.TableMeta().Strings("view-key-properties")
+		out, err := json.Marshal(c)
+		if err != nil {
+			t.Fatalf("an accepted catalog cannot be written: %v", err)
+		}
+		again, err := ParseCatalog(out)
+		if err != nil {
+			t.Fatalf("the written catalog is refused: %v\n%s", err, out)
+		}
+		if len(again.Streams) != len(c.Streams) {
+			t.Fatalf("%d streams written, %d read back", len(c.Streams), len(again.Streams))
+		}
+		for i, s := range c.Streams {
+			if again.Streams[i].TapStreamID != s.TapStreamID {
+				t.Fatalf("stream %d: id %q read back as %q", i, s.TapStreamID, again.Streams[i].TapStreamID)
+			}
+			v1, p1, err1 := s.TableMeta().Bool("selected")
+			v2, p2, err2 := again.Streams[i].TableMeta().Bool("selected")
+			if v1 != v2 || p1 != p2 || (err1 == nil) != (err2 == nil) {
+				t.Fatalf("stream %s: selected %v/%v/%v read back as %v/%v/%v", s.TapStreamID, v1, p1, err1, v2, p2, err2)
+			}
 		}
 	})
 }
