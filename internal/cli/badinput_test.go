@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tap-postgres/tap-postgres/internal/cli"
+	"github.com/tap-postgres/tap-postgres/internal/runner"
 	"github.com/tap-postgres/tap-postgres/internal/testpg"
 )
 
@@ -380,4 +381,27 @@ func TestReferenceState(t *testing.T) {
 			t.Errorf("%d ACTIVATE_VERSION messages, want 1 (the bookmark had a version)", len(avs))
 		}
 	})
+}
+
+// TestUsageListsEveryMode: the binary alone, or --help, lists every mode
+// and subcommand; alone it ends with a CRITICAL usage line and exit 2.
+func TestUsageListsEveryMode(t *testing.T) {
+	bare := runTap(t, cli.Env{})
+	help := runTap(t, cli.Env{}, "--help")
+	if bare.code != 2 || !strings.HasPrefix(lastLine(bare.stderr), "CRITICAL usage: ") {
+		t.Fatalf("no arguments: exit %d\n%s", bare.code, bare.stderr)
+	}
+	if help.code != 0 {
+		t.Fatalf("--help: exit %d\n%s", help.code, help.stderr)
+	}
+	for _, r := range []tapResult{bare, help} {
+		for _, mode := range append(runner.Commands(), "demo", "--discover", "--catalog", "--test") {
+			if !strings.Contains(r.stderr, "tap-postgres "+mode) && !strings.Contains(r.stderr, mode+" ") {
+				t.Errorf("usage lacks %s:\n%s", mode, r.stderr)
+			}
+		}
+		if r.stdout != "" {
+			t.Errorf("usage on stdout: %s", r.stdout)
+		}
+	}
 }

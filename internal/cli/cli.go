@@ -39,6 +39,23 @@ type options struct {
 	discover, test                     bool
 }
 
+// Usage lists every mode and subcommand of the binary, one line each.
+const Usage = `usage:
+  tap-postgres --config CONFIG.json --discover > catalog.json      Singer tap: write the catalog
+  tap-postgres --config CONFIG.json --catalog CATALOG.json [--state STATE.json]
+                                                                   Singer tap: sync the selected streams to stdout
+  tap-postgres --config CONFIG.json --test [--catalog CATALOG.json] Singer tap: check the connection, tables and slots
+  tap-postgres check  --integration FILE                           runner: check an integration's source and destination
+  tap-postgres run    --integration FILE [--store DIR]             runner: run one job now
+  tap-postgres serve  --integration FILE... [--store DIR]          runner: run jobs on the integrations' schedules
+  tap-postgres reset  --integration FILE --stream ID [--store DIR] runner: copy a stream again on the next job
+  tap-postgres jobs   --integration FILE [--store DIR]             runner: list the jobs
+  tap-postgres logs   --integration FILE [--job N] [--store DIR]   runner: print a job's extraction log
+  tap-postgres report --integration FILE [--json] [--store DIR]    runner: loading report
+  tap-postgres demo   [--out DIR] [--keep]                         a throwaway PostgreSQL, sample data, two jobs
+Each subcommand's flags: tap-postgres SUBCOMMAND --help
+`
+
 // usageError is a problem with the command line itself (exit 2).
 type usageError struct{ msg string }
 
@@ -93,12 +110,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	fs.BoolVar(&o.test, "test", false, "check the connection (and, with --catalog, the selected tables)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage:
-  tap-postgres --config CONFIG.json --discover > catalog.json
-  tap-postgres --config CONFIG.json --catalog CATALOG.json [--state STATE.json]
-  tap-postgres --config CONFIG.json --test [--catalog CATALOG.json]
-  tap-postgres demo
-`)
+		fmt.Fprint(stderr, Usage)
+		fmt.Fprintln(stderr, "\nflags of the Singer tap:")
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, Usage)
+		return o, usageError{"give a mode (--discover, --catalog, --test) with --config, or a subcommand"}
 	}
 	if err := fs.Parse(args); err != nil {
 		return o, err

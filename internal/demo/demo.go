@@ -48,6 +48,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	outDir := fs.String("out", "demo-output", "directory for the integration file, the runner's store and logs")
 	keep := fs.Bool("keep", false, "leave the PostgreSQL cluster running (its address is printed)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
+		}
 		return cli.ExitUsage
 	}
 	if err := run(ctx, *outDir, *keep, stdout); err != nil {

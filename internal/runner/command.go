@@ -38,6 +38,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	}
 	fs := flag.NewFlagSet("tap-postgres "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tap-postgres %s --integration FILE [flags]\nflags:\n", args[0])
+		fs.PrintDefaults()
+	}
 	var integrations integrationFlags
 	fs.Var(&integrations, "integration", "integration file (YAML); serve takes several")
 	storeDir := fs.String("store", "tap-postgres-runs", "directory for committed state, job history and extraction logs")
@@ -45,6 +49,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	jobID := fs.Int("job", 0, "logs: the job (default: the last)")
 	asJSON := fs.Bool("json", false, "report: JSON instead of tables")
 	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if len(integrations) == 0 || args[0] != "serve" && len(integrations) > 1 {

@@ -199,3 +199,15 @@ func TestServeNeverTreatsZeroTimeAsDue(t *testing.T) {
 		t.Fatalf("%d jobs after the last start, want 1; log:\n%s", runs, logs.String())
 	}
 }
+
+// TestSubcommandHelp: `tap-postgres SUBCOMMAND --help` prints its flags and
+// exits 0.
+func TestSubcommandHelp(t *testing.T) {
+	for _, cmd := range Commands() {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), []string{cmd, "--help"}, &stdout, &stderr, nil)
+		if code != 0 || !strings.Contains(stderr.String(), "usage: tap-postgres "+cmd) || !strings.Contains(stderr.String(), "-integration") {
+			t.Errorf("%s --help: exit %d\n%s", cmd, code, stderr.String())
+		}
+	}
+}
