@@ -7,7 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
+	"maps"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -73,12 +79,30 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		}
 		return 0
 	}
+	if args[0] != "run" && !isPostgresLocation(*storeDir) {
+		// Reading a store that is not there would create an empty one.
+		if _, err := os.Stat(filepath.Join(*storeDir, in.StoreKey())); errors.Is(err, iofs.ErrNotExist) {
+			fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, *storeDir)
+			return 1
+		}
+	}
 	store, err := OpenStore(ctx, *storeDir, in.StoreKey())
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %v\n", err)
 		return 1
 	}
 	defer store.Close()
+	if args[0] != "run" {
+		next, err := store.NextJobID()
+		if err != nil {
+			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			return 1
+		}
+		if next == 1 {
+			fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, redactedStore(*storeDir))
+			return 1
+		}
+	}
 	switch args[0] {
 	case "run":
 		job, err := RunJob(ctx, in, store, clock, stderr)
@@ -174,6 +198,18 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 	return 0
 }
 
+// redactedStore names a store location without its password.
+func redactedStore(location string) string {
+	if !isPostgresLocation(location) {
+		return location
+	}
+	u, err := url.Parse(location)
+	if err != nil {
+		return "(the PostgreSQL store)"
+	}
+	return u.Redacted()
+}
+
 // Reset clears one stream's bookmark in the committed state, so that the
 // next job copies it again in a new version (the destination then drops the
 // old version's rows) — the same mechanism a changed method uses.
@@ -191,7 +227,12 @@ func Reset(ctx context.Context, store Store, stream string) error {
 		return err
 	}
 	if _, ok := state.Bookmarks[stream]; !ok {
-		return fmt.Errorf("reset: stream %s has no bookmark", stream)
+		ids := slices.Sorted(maps.Keys(state.Bookmarks))
+		if len(ids) == 0 {
+			return fmt.Errorf("reset: stream %s has no bookmark, and no stream of this integration has one yet", stream)
+		}
+		return fmt.Errorf("reset: stream %s has no bookmark; --stream takes a tap_stream_id (<database>-<schema>-<table>), one of: %s",
+			stream, strings.Join(ids, ", "))
 	}
 	delete(state.Bookmarks, stream)
 	if state.CurrentlySyncing != nil && *state.CurrentlySyncing == stream {

@@ -323,4 +323,21 @@ destination: {type: jsonl, path: %s}
 	if n := recordCount(readLines(t, filepath.Join(out, "b.jsonl"))); n != 1 {
 		t.Errorf("b.jsonl holds %d records, want 1", n)
 	}
+	// reset by table name: the answer lists the stream ids it takes.
+	code, output = run("reset", "--stream", "b")
+	if code != 1 || !strings.Contains(output, "one of: "+db+"-public-a, "+db+"-public-b") {
+		t.Errorf("reset --stream b: exit %d\n%s", code, output)
+	}
+	// Reading a store that does not exist says so instead of creating it.
+	missing := filepath.Join(t.TempDir(), "no-such-store")
+	for _, cmd := range []string{"jobs", "logs", "report", "reset"} {
+		var stdout, stderr bytes.Buffer
+		code := runner.Main(context.Background(), []string{cmd, "--integration", integration, "--store", missing, "--stream", db + "-public-a"}, &stdout, &stderr, nil)
+		if code != 1 || !strings.Contains(stderr.String(), `no job of integration "pgo" has run with store `+missing) {
+			t.Errorf("%s on a missing store: exit %d\n%s%s", cmd, code, stdout.String(), stderr.String())
+		}
+		if _, err := os.Stat(missing); !os.IsNotExist(err) {
+			t.Fatalf("%s created the missing store: %v", cmd, err)
+		}
+	}
 }
