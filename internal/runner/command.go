@@ -22,6 +22,7 @@ import (
 	"github.com/tap-postgres/tap-postgres/internal/destination"
 	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/logging"
+	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
 // Commands lists the runner's subcommands.
@@ -273,6 +274,14 @@ func Check(ctx context.Context, in *Integration, w io.Writer) error {
 	}
 	for _, e := range skipped {
 		fmt.Fprintf(w, "ERROR %v\n", e)
+	}
+	for _, s := range catalog.Streams {
+		meta := s.TableMeta()
+		selected, _, _ := meta.Bool(singer.MetaSelected)
+		isView, _, _ := meta.Bool(singer.MetaIsView)
+		if keys, _ := meta.Strings(singer.MetaViewKeyProperties); selected && isView && len(keys) == 0 {
+			fmt.Fprintf(w, "WARNING stream %s is a view without view_key: its records have no key, so a destination that upserts by key (postgres, most Singer targets) cannot load it; give the selection view_key: [column, …]\n", s.TapStreamID)
+		}
 	}
 	sourceErr := errors.Join(append([]error{eng.Check(ctx, catalog, w)}, skipped...)...)
 	var line string

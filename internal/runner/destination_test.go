@@ -389,7 +389,19 @@ func TestCheck(t *testing.T) {
 	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
 	db := testpg.NewDatabase(t, pg)
 	dest := testpg.NewDatabase(t, pg)
-	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY)`)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY); CREATE VIEW v AS SELECT id FROM t`)
+	view := func(key string) string {
+		return writeIntegration(t, "name: checked\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: v`+key+`}]
+destination: {type: jsonl, path: `+t.TempDir()+"}\n")
+	}
+	code, out := runMain(t, "check", "--integration", view(""))
+	if code != 0 || !strings.Contains(out, "WARNING stream "+db+"-public-v is a view without view_key") {
+		t.Fatalf("check of a view without view_key: exit %d\n%s", code, out)
+	}
+	if code, out = runMain(t, "check", "--integration", view(", view_key: [id]")); code != 0 || strings.Contains(out, "without view_key") {
+		t.Fatalf("check of a view with view_key: exit %d\n%s", code, out)
+	}
 	file := func(destination string) string {
 		return writeIntegration(t, "name: checked\n"+connectionYAML(db)+`  slot_name: no_such_slot_zz
 default_replication_method: FULL_TABLE
@@ -398,7 +410,7 @@ destination: `+destination+"\n")
 	}
 	// An unknown connection key is a warning, as for the tap.
 	withUnknownKey := strings.Replace(mustRead(t, file(fmt.Sprintf("{type: postgres, dsn: %q}", pg.ConnString(dest)))), "  slot_name:", "  bogus_key: 1\n  slot_name:", 1)
-	code, out := runMain(t, "check", "--integration", writeIntegration(t, withUnknownKey))
+	code, out = runMain(t, "check", "--integration", writeIntegration(t, withUnknownKey))
 	if code != 0 || !strings.Contains(out, "INFO connected to") || !strings.Contains(out, `schema "checked" will be created`) ||
 		!strings.Contains(out, `WARNING connection: unknown config key "bogus_key"`) {
 		t.Fatalf("check: exit %d\n%s", code, out)
