@@ -180,8 +180,15 @@ func sslModes() []string {
 	return []string{"disable", "prefer", "require", "verify-ca", "verify-full"}
 }
 
+// Replication methods, as catalogs, states and integration files spell them.
+const (
+	MethodFullTable   = "FULL_TABLE"
+	MethodIncremental = "INCREMENTAL"
+	MethodLogBased    = "LOG_BASED"
+)
+
 func replicationMethods() []string {
-	return []string{"FULL_TABLE", "INCREMENTAL", "LOG_BASED"}
+	return []string{MethodFullTable, MethodIncremental, MethodLogBased}
 }
 
 // Parse decodes a config JSON object. It returns the config with defaults

@@ -337,7 +337,7 @@ func (e *Engine) copyLogBased(ctx context.Context, p *streamPlan, sk *sink) erro
 		// when it had none yet) and keeps its lsn: streaming from there
 		// covers everything the new snapshot might miss.
 		return e.copyStream(ctx, p, sk, "")
-	case bm.LSN != 0 && bm.Version != 0:
+	case logCopyDone(&bm):
 		return nil
 	}
 	cc, err := e.conn.ConnConfig(p.database)

@@ -8,15 +8,16 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tap-postgres/tap-postgres/internal/config"
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
-// Replication methods.
+// Replication methods (spelled once, in config).
 const (
-	MethodFullTable   = "FULL_TABLE"
-	MethodIncremental = "INCREMENTAL"
-	MethodLogBased    = "LOG_BASED"
+	MethodFullTable   = config.MethodFullTable
+	MethodIncremental = config.MethodIncremental
+	MethodLogBased    = config.MethodLogBased
 )
 
 // streamPlan is one selected stream resolved against the live table.
@@ -106,11 +107,44 @@ func (e *Engine) planStream(s *singer.Stream, meta singer.Meta) (*streamPlan, er
 	if p.database == "" || p.schema == "" || p.table == "" {
 		return nil, fmt.Errorf("stream %s: catalog entry lacks database-name, schema-name or table_name; run discovery again", s.TapStreamID)
 	}
-	p.name = cmp.Or(s.Stream, p.table)
-	if e.cfg.IncludeSchemasInDestinationStreamName {
-		p.name = p.schema + "_" + p.name
-	}
+	p.name = StreamName(s, e.cfg.IncludeSchemasInDestinationStreamName)
 	return p, nil
+}
+
+// StreamName is the stream name the tap's messages carry for a catalog
+// stream: its stream (else its table), as `<schema>_<stream>` with
+// include_schemas_in_destination_stream_name (the reference's single
+// underscore).
+func StreamName(s *singer.Stream, includeSchema bool) string {
+	name := cmp.Or(s.Stream, s.TableName)
+	if !includeSchema {
+		return name
+	}
+	schema, _ := s.TableMeta().String(singer.MetaSchemaName)
+	return schema + "_" + name
+}
+
+// ReadsWholeTable tells whether a sync reads a stream's whole table, given
+// its method, replication key and committed bookmark: FULL_TABLE always; a
+// first, reset or unfinished LOG_BASED copy; INCREMENTAL without a key
+// value; and any stream whose method or key changed, as that wipes the
+// bookmark.
+func ReadsWholeTable(method, replicationKey string, bm *singer.Bookmark) bool {
+	switch {
+	case bm == nil || method == MethodFullTable:
+		return true
+	case bm.LastReplicationMethod != "" && bm.LastReplicationMethod != method:
+		return true
+	case method == MethodIncremental:
+		return len(bm.ReplicationKeyValue) == 0 || bm.ReplicationKey != "" && bm.ReplicationKey != replicationKey
+	}
+	return !logCopyDone(bm)
+}
+
+// logCopyDone tells a LOG_BASED stream whose copy finished (streaming goes
+// on from its lsn) from one still to copy or resume.
+func logCopyDone(bm *singer.Bookmark) bool {
+	return bm.LSN != 0 && bm.Version != 0 && !bm.CopyInProgress && bm.LastPKFetched == nil && !bm.ReferenceCopyInterrupted
 }
 
 // resolveTables loads the live tables of one database's plans and chooses

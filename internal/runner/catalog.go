@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/tap-postgres/tap-postgres/internal/singer"
+
+	"github.com/tap-postgres/tap-postgres/internal/engine"
 )
 
 // applySelections marks what the integration selects in a freshly discovered
@@ -23,7 +25,7 @@ import (
 func (in *Integration) applySelections(cat *singer.Catalog) (skipped []error, fatal error) {
 	var skips, fatals []error
 	problem := func(method string, err error) {
-		if strings.ToUpper(cmp.Or(method, in.DefaultReplicationMethod)) == "LOG_BASED" {
+		if strings.ToUpper(cmp.Or(method, in.DefaultReplicationMethod)) == engine.MethodLogBased {
 			fatals = append(fatals, err)
 		} else {
 			skips = append(skips, err)
@@ -74,7 +76,7 @@ func (in *Integration) applySelections(cat *singer.Catalog) (skipped []error, fa
 			}
 			if selected, _, _ := meta.Bool(singer.MetaSelected); !selected {
 				s.SetEntry(singer.MetaSelected, true)
-				s.SetEntry(singer.MetaReplicationMethod, "LOG_BASED")
+				s.SetEntry(singer.MetaReplicationMethod, engine.MethodLogBased)
 			}
 		}
 	}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
 	"github.com/tap-postgres/tap-postgres/internal/schedule"
+
+	"github.com/tap-postgres/tap-postgres/internal/engine"
 )
 
 // Integration is one integration file.
@@ -131,7 +133,7 @@ func (in *Integration) validate() error {
 		}
 	}
 	method := strings.ToUpper(in.DefaultReplicationMethod)
-	if in.SelectAll && method != "LOG_BASED" {
+	if in.SelectAll && method != engine.MethodLogBased {
 		problems = append(problems, errors.New(`"select_all" needs default_replication_method LOG_BASED (as Stitch)`))
 	}
 	if !in.SelectAll && len(in.Tables) == 0 {
@@ -146,8 +148,8 @@ func (in *Integration) validate() error {
 			m = method
 		}
 		switch m {
-		case "FULL_TABLE", "LOG_BASED":
-		case "INCREMENTAL":
+		case engine.MethodFullTable, engine.MethodLogBased:
+		case engine.MethodIncremental:
 			if t.ReplicationKey == "" {
 				problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): INCREMENTAL needs replication_key", i, t.Schema, t.Table))
 			}

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tap-postgres/tap-postgres/internal/config"
 	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/destination"
 	"github.com/tap-postgres/tap-postgres/internal/engine"
@@ -145,7 +147,7 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	type recordTimes struct{ first, last time.Time }
 	times := map[string]*recordTimes{}
 	if progress != nil {
-		progress.totals = copyTotals(catalog, state, in.config.IncludeSchemasInDestinationStreamName)
+		progress.totals = copyTotals(catalog, state, in.config)
 	}
 	opts.OnRecord = func(stream string) {
 		now := clock()
@@ -179,7 +181,7 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 		if b == nil || len(b.ReplicationKeyValue) == 0 {
 			continue
 		}
-		job.Bookmarks[messageStream(st, in.config.IncludeSchemasInDestinationStreamName)] = b.ReplicationKeyValue
+		job.Bookmarks[engine.StreamName(st, in.config.IncludeSchemasInDestinationStreamName)] = b.ReplicationKeyValue
 	}
 	if closeErr == nil && len(skipped) == 0 && ctx.Err() != nil && errors.Is(syncErr, ctx.Err()) {
 		return errStopped
@@ -263,19 +265,10 @@ func namingOf(in *Integration) Naming {
 	return Naming{Name: in.Name, IncludeSchemasInDestinationStreamName: in.config.IncludeSchemasInDestinationStreamName}
 }
 
-// messageStream is the stream name the tap's messages carry for st.
-func messageStream(st *singer.Stream, includeSchema bool) string {
-	if !includeSchema {
-		return st.Stream
-	}
-	schemaName, _ := st.TableMeta().String(singer.MetaSchemaName)
-	return schemaName + "_" + st.Stream
-}
-
-// copyTotals is the row-count of each selected stream this job copies
-// whole (FULL_TABLE, or a first or unfinished copy), by message stream
-// name; other streams' totals are unknown.
-func copyTotals(catalog *singer.Catalog, state *singer.State, includeSchema bool) map[string]int64 {
+// copyTotals is the row-count of each selected stream this job reads whole
+// (as the engine decides), by message stream name; other streams' totals
+// are unknown.
+func copyTotals(catalog *singer.Catalog, state *singer.State, cfg config.Config) map[string]int64 {
 	totals := map[string]int64{}
 	for _, st := range catalog.Streams {
 		meta := st.TableMeta()
@@ -283,11 +276,10 @@ func copyTotals(catalog *singer.Catalog, state *singer.State, includeSchema bool
 			continue
 		}
 		method, _ := meta.String(singer.MetaReplicationMethod)
-		b := state.Bookmarks[st.TapStreamID]
-		copies := method == "FULL_TABLE" || b == nil || b.CopyInProgress || len(b.LastPKFetched) > 0 ||
-			method == "LOG_BASED" && b.LSN == 0 || method == "INCREMENTAL" && len(b.ReplicationKeyValue) == 0
-		if n, ok := meta.Int(singer.MetaRowCount); ok && copies {
-			totals[messageStream(st, includeSchema)] = int64(n)
+		key, _ := meta.String(singer.MetaReplicationKey)
+		method = cmp.Or(method, cfg.DefaultReplicationMethod)
+		if n, ok := meta.Int(singer.MetaRowCount); ok && engine.ReadsWholeTable(method, key, state.Bookmarks[st.TapStreamID]) {
+			totals[engine.StreamName(st, cfg.IncludeSchemasInDestinationStreamName)] = int64(n)
 		}
 	}
 	return totals
@@ -322,7 +314,7 @@ func distinctStreamNames(catalog *singer.Catalog, includeSchema bool) error {
 		if selected, _, _ := st.TableMeta().Bool(singer.MetaSelected); !selected {
 			continue
 		}
-		name := messageStream(st, includeSchema)
+		name := engine.StreamName(st, includeSchema)
 		if other, ok := byName[name]; ok {
 			problems = append(problems, fmt.Errorf("selected tables %s and %s would both load as stream %q: select one (or, across schemas, set include_schemas_in_destination_stream_name)", other, st.TapStreamID, name))
 			continue
