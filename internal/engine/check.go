@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
@@ -65,11 +64,11 @@ func (e *Engine) check(ctx context.Context, catalog *singer.Catalog, w io.Writer
 		ld := &logDatabase{name: db, plans: plansIn(logPlans, db)}
 		slot, err := e.checkSlot(ctx, ld, singer.NewState())
 		for _, f := range ld.findings {
-			if rest, warning := strings.CutPrefix(f, "WARNING "); warning {
-				fmt.Fprintf(w, "WARNING %s\n", rest)
-			} else {
-				fmt.Fprintf(w, "INFO database %q: %s\n", db, f)
+			level := "INFO"
+			if f.warning {
+				level = "WARNING"
 			}
+			fmt.Fprintf(w, "%s database %q: %s\n", level, db, f.text)
 		}
 		if err != nil {
 			for _, line := range splitJoined(err) {

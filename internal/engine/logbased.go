@@ -35,9 +35,24 @@ type logDatabase struct {
 	slot  logical.Slot
 	// publication is what a pgoutput slot streams.
 	publication string
-	// findings are what --test reports beside the slot: the plugin
-	// allow-list, keyless published tables.
-	findings []string
+	// findings are what the checks noticed beside the slot (the plugin
+	// allow-list, keyless published tables): logged by a sync, printed by
+	// --test.
+	findings []finding
+}
+
+// finding is one thing a check noticed about a database, a warning or not.
+type finding struct {
+	warning bool
+	text    string
+}
+
+func (ld *logDatabase) note(format string, args ...any) {
+	ld.findings = append(ld.findings, finding{text: fmt.Sprintf(format, args...)})
+}
+
+func (ld *logDatabase) warn(format string, args ...any) {
+	ld.findings = append(ld.findings, finding{warning: true, text: fmt.Sprintf(format, args...)})
 }
 
 // prepareLogBased refuses what LOG_BASED cannot do and checks each
@@ -70,8 +85,10 @@ func (e *Engine) prepareLogBased(ctx context.Context, plans []*streamPlan, state
 			return nil, err
 		}
 		for _, f := range ld.findings {
-			if !strings.HasPrefix(f, "WARNING ") {
-				e.log.Info(fmt.Sprintf("database %q: %s", ld.name, f))
+			if f.warning {
+				e.log.Warn(fmt.Sprintf("database %q: %s", ld.name, f.text))
+			} else {
+				e.log.Info(fmt.Sprintf("database %q: %s", ld.name, f.text))
 			}
 		}
 		ld.slot = slot
@@ -101,11 +118,11 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 	}
 	switch {
 	case !allow.Known:
-		ld.findings = append(ld.findings, "the server has no output_plugin_libraries: every installed plugin is allowed")
+		ld.note("the server has no output_plugin_libraries: every installed plugin is allowed")
 	case allow.Readable:
-		ld.findings = append(ld.findings, fmt.Sprintf("output_plugin_libraries = '%s'", allow.Value))
+		ld.note("output_plugin_libraries = '%s'", allow.Value)
 	default:
-		ld.findings = append(ld.findings, "output_plugin_libraries cannot be read by this role (superuser or pg_read_all_settings only)")
+		ld.note("output_plugin_libraries cannot be read by this role (superuser or pg_read_all_settings only)")
 	}
 	deadline := e.clock().Add(slotBusyWait)
 	for {
@@ -292,23 +309,19 @@ func (e *Engine) checkPublication(ctx context.Context, conn *pgx.Conn, ld *logDa
 	}
 	for _, t := range keyless {
 		name := pgx.Identifier{t[0], t[1]}.Sanitize()
-		msg := fmt.Sprintf("database %q: table %s is in publication %s but has no primary key or replica identity: PostgreSQL refuses UPDATE and DELETE on it while the publication publishes them; run ALTER TABLE %s REPLICA IDENTITY FULL;",
-			ld.name, name, pgx.Identifier{pub.Name}.Sanitize(), name)
-		e.log.Warn(msg)
-		ld.findings = append(ld.findings, "WARNING "+msg)
+		ld.warn("table %s is in publication %s but has no primary key or replica identity: PostgreSQL refuses UPDATE and DELETE on it while the publication publishes them; run ALTER TABLE %s REPLICA IDENTITY FULL;",
+			name, pgx.Identifier{pub.Name}.Sanitize(), name)
 	}
 	if pub.ViaRoot {
 		for _, p := range ld.plans {
 			if p.live.Kind != discovery.KindPartitionedTable {
 				continue
 			}
-			msg := fmt.Sprintf("database %q: publication %s publishes partitions through their root, and PostgreSQL then does not publish a TRUNCATE of one partition of %s: its rows would stay in the target until the stream is reset; ALTER PUBLICATION %s SET (publish_via_partition_root = false); sends it",
-				ld.name, pgx.Identifier{pub.Name}.Sanitize(), pgx.Identifier{p.schema, p.table}.Sanitize(), pgx.Identifier{pub.Name}.Sanitize())
-			e.log.Warn(msg)
-			ld.findings = append(ld.findings, "WARNING "+msg)
+			ld.warn("publication %s publishes partitions through their root, and PostgreSQL then does not publish a TRUNCATE of one partition of %s: its rows would stay in the target until the stream is reset; ALTER PUBLICATION %s SET (publish_via_partition_root = false); sends it",
+				pgx.Identifier{pub.Name}.Sanitize(), pgx.Identifier{p.schema, p.table}.Sanitize(), pgx.Identifier{pub.Name}.Sanitize())
 		}
 	}
-	ld.findings = append(ld.findings, fmt.Sprintf("publication %s publishes every selected table", pgx.Identifier{pub.Name}.Sanitize()))
+	ld.note("publication %s publishes every selected table", pgx.Identifier{pub.Name}.Sanitize())
 	return nil
 }
 

@@ -59,7 +59,7 @@ const (
 	KindKeepalive
 )
 
-// Message is what one Receive got.
+// Message is what one receive got.
 type Message struct {
 	Kind MessageKind
 	// WALStart is a data message's WAL position (for a commit: the end of
@@ -85,7 +85,7 @@ type Stream struct {
 	done   chan struct{}
 	// err is why the reader stopped; read after done is closed.
 	err error
-	// current is the message handed out by the last Receive, returned to
+	// current is the message handed out by the last receive, returned to
 	// free on the next.
 	current *queued
 	// queuedBytes counts the data of queued and current messages; released
@@ -286,9 +286,9 @@ func (s *Stream) fill(q *queued, raw pgproto3.BackendMessage) (bool, error) {
 	return false, nil
 }
 
-// Receive waits up to wait for one message. Data is valid until the next
-// Receive.
-func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, error) {
+// receive waits up to wait for one message. Data is valid until the next
+// receive.
+func (s *Stream) receive(ctx context.Context, wait time.Duration) (Message, error) {
 	if q := s.current; q != nil {
 		s.current = nil
 		s.queuedBytes.Add(-int64(len(q.buf)))
@@ -332,7 +332,7 @@ func (s *Stream) Receive(ctx context.Context, wait time.Duration) (Message, erro
 // that a stream of them (an application's pg_logical_emit_message
 // heartbeats) never keeps the caller from its stop rules.
 func (s *Stream) Next(ctx context.Context, wait time.Duration, ev *Event, decode func(Message) (*Event, error)) (*Event, error) {
-	msg, err := s.Receive(ctx, wait)
+	msg, err := s.receive(ctx, wait)
 	if err != nil {
 		return nil, err
 	}

@@ -40,8 +40,10 @@ type Source struct {
 	change Change
 	event  logical.Event
 	// commitTime is the current transaction's, which format 1 gives only
-	// in its header.
+	// in its header; commitText is the text it was read from: format 2
+	// repeats it on every change, and it is parsed once per transaction.
 	commitTime time.Time
+	commitText string
 }
 
 // Open starts streaming the slot with wal2json's options for opts.
@@ -126,12 +128,12 @@ func (s *Source) translate(at logical.LSN) error {
 	c := &s.change
 	ev := &s.event
 	ev.Op, ev.LSN, ev.Schema, ev.Table = op(c.Action), at, c.Schema, c.Table
-	if c.Timestamp != "" {
+	if c.Timestamp != "" && c.Timestamp != s.commitText {
 		t, err := parseTimestamp(c.Timestamp)
 		if err != nil {
 			return err
 		}
-		s.commitTime = t
+		s.commitTime, s.commitText = t, c.Timestamp
 	}
 	ev.CommitTime = s.commitTime
 	ev.New = s.textForms(c.Columns)

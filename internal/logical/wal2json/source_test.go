@@ -43,3 +43,19 @@ func TestTranslate(t *testing.T) {
 		t.Error("a timestamp that is none parsed")
 	}
 }
+
+// BenchmarkTranslate is the per-change work after decoding: value forms and
+// the commit time, which format 2 repeats on every change.
+func BenchmarkTranslate(b *testing.B) {
+	msg := []byte(`{"action":"U","timestamp":"2024-06-01 12:00:00.5+00","schema":"bench","table":"wide","columns":[{"name":"id","type":"bigint","typeoid":20,"value":123456},{"name":"flag","type":"boolean","typeoid":16,"value":true},{"name":"blob","type":"bytea","typeoid":17,"value":"deadbeef"}],"identity":[{"name":"id","type":"bigint","typeoid":20,"value":123456}]}`)
+	var s Source
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := DecodeV2(msg, &s.change); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.translate(1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
