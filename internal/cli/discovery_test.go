@@ -306,7 +306,8 @@ func TestDiscoveryMetadata(t *testing.T) {
 		CREATE TABLE comp (a integer, b integer, c text, PRIMARY KEY (b, a));
 		CREATE TABLE nopk (x integer, y text);
 		CREATE TABLE typed (id serial PRIMARY KEY, v character varying(20), n numeric(12,2), arr integer[],
-			ts timestamp with time zone NOT NULL, plain numeric);
+			ts timestamp with time zone NOT NULL, plain numeric, b1 bit, b5 bit(5), vb bit varying(8),
+			ts3 timestamp(3) without time zone, ch char(3), vcarr varchar(10)[]);
 		CREATE TABLE hundred (id integer PRIMARY KEY);
 		INSERT INTO hundred SELECT generate_series(1, 100);
 		CREATE TABLE no_columns ();
@@ -425,8 +426,15 @@ func TestDiscoveryMetadata(t *testing.T) {
 			{id("public", "comp"), "b", "integer", "automatic"},
 			{id("public", "comp"), "c", "text", "available"},
 			{id("public", "typed"), "id", "integer", "automatic"},
-			{id("public", "typed"), "v", "character varying(20)", "available"},
-			{id("public", "typed"), "n", "numeric(12,2)", "available"},
+			// The reference tap's text: no typmod, except bit(N) for N > 1.
+			{id("public", "typed"), "v", "character varying", "available"},
+			{id("public", "typed"), "n", "numeric", "available"},
+			{id("public", "typed"), "b1", "bit", "available"},
+			{id("public", "typed"), "b5", "bit(5)", "available"},
+			{id("public", "typed"), "vb", "bit varying", "available"},
+			{id("public", "typed"), "ts3", "timestamp without time zone", "available"},
+			{id("public", "typed"), "ch", "character", "available"},
+			{id("public", "typed"), "vcarr", "character varying[]", "available"},
 			{id("public", "typed"), "arr", "integer[]", "available"},
 			{id("public", "typed"), "ts", "timestamp with time zone", "available"},
 			{id("public", "typed"), "plain", "numeric", "available"},
@@ -445,7 +453,7 @@ func TestDiscoveryMetadata(t *testing.T) {
 			}
 		}
 		typed := findStream(t, catalog, id("public", "typed"))
-		if got, want := metadataColumns(typed), []string{"arr", "id", "n", "plain", "ts", "v"}; !reflect.DeepEqual(got, want) {
+		if got, want := metadataColumns(typed), []string{"arr", "b1", "b5", "ch", "id", "n", "plain", "ts", "ts3", "v", "vb", "vcarr"}; !reflect.DeepEqual(got, want) {
 			t.Errorf("typed column metadata %q, want %q", got, want)
 		}
 		// Every metadata entry of every stream says selected-by-default.

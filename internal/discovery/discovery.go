@@ -56,8 +56,12 @@ type Column struct {
 	Name    string
 	Num     int16
 	NotNull bool
-	// SQLType is format_type(atttypid, atttypmod).
+	// SQLType is format_type(atttypid, atttypmod): what change streams name.
 	SQLType string
+	// CatalogType is the catalog's sql-datatype, the reference tap's text:
+	// format_type without typmod (numeric, character varying), except
+	// bit(N) for a bit string longer than one.
+	CatalogType string
 	// TypeOID is atttypid, TypeMod atttypmod.
 	TypeOID uint32
 	TypeMod int32
@@ -204,7 +208,10 @@ func typeLookup(ctx context.Context, conn *pgx.Conn) (types.Lookup, error) {
 func loadColumns(ctx context.Context, conn *pgx.Conn, byOID map[uint32]*Table, oids []uint32, lookup types.Lookup, opts types.Options) error {
 	rows, err := conn.Query(ctx, `
 		SELECT a.attrelid, a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
-		       format_type(a.atttypid, a.atttypmod)
+		       format_type(a.atttypid, a.atttypmod),
+		       CASE WHEN a.atttypid = 'bit'::regtype AND a.atttypmod > 1
+		            THEN format_type(a.atttypid, a.atttypmod)
+		            ELSE format_type(a.atttypid, NULL) END
 		FROM pg_attribute a
 		WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
 		  AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
@@ -216,7 +223,7 @@ func loadColumns(ctx context.Context, conn *pgx.Conn, byOID map[uint32]*Table, o
 	for rows.Next() {
 		var rel uint32
 		c := &Column{}
-		if err := rows.Scan(&rel, &c.Name, &c.Num, &c.TypeOID, &c.TypeMod, &c.NotNull, &c.SQLType); err != nil {
+		if err := rows.Scan(&rel, &c.Name, &c.Num, &c.TypeOID, &c.TypeMod, &c.NotNull, &c.SQLType, &c.CatalogType); err != nil {
 			return err
 		}
 		t := byOID[rel]

@@ -113,7 +113,7 @@ func (e *Engine) catalogStream(t *discovery.Table) (*singer.Stream, error) {
 		metadata = append(metadata, &singer.Metadata{
 			Breadcrumb: []string{"properties", c.Name},
 			Metadata: map[string]any{
-				singer.MetaSQLDatatype:       c.SQLType,
+				singer.MetaSQLDatatype:       c.CatalogType,
 				singer.MetaInclusion:         inclusion,
 				singer.MetaSelectedByDefault: inclusion != singer.InclusionUnsupported,
 			},
