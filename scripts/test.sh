@@ -3,6 +3,6 @@
 # the tests start themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh test
 go vet ./...
 go test -count=1 -timeout 10m ./...

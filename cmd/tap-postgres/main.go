@@ -18,7 +18,7 @@ func main() {
 	var code int
 	switch {
 	case len(os.Args) > 1 && os.Args[1] == "demo":
-		code = demo.Run(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		code = demo.Run(ctx, demo.Program(os.Args[0]), os.Args[2:], os.Stdout, os.Stderr)
 	case len(os.Args) > 1 && slices.Contains(runner.Commands(), os.Args[1]):
 		code = runner.Main(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
 	default:

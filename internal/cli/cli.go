@@ -52,7 +52,8 @@ const Usage = `usage:
   tap-postgres jobs   --integration FILE [--store DIR]             runner: list the jobs
   tap-postgres logs   --integration FILE [--job N] [--store DIR]   runner: print a job's extraction log
   tap-postgres report --integration FILE [--json] [--store DIR]    runner: loading report
-  tap-postgres demo   [--out DIR] [--keep]                         a throwaway PostgreSQL, sample data, two jobs
+  tap-postgres demo   [--out DIR] [--keep] [--port N]              a throwaway PostgreSQL, sample data, two jobs
+  tap-postgres demo   --stop [--out DIR]                           stop the cluster demo --keep left running
 Each subcommand's flags: tap-postgres SUBCOMMAND --help
 `
 

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,32 +42,95 @@ INSERT INTO shop.orders VALUES (2501, 1, 'new', 99.95, '[{"sku": "SKU-NEW", "qty
 INSERT INTO shop.page_views SELECT '/checkout/' || g, timestamp '2024-04-01' + g * interval '1 minute' FROM generate_series(1, 20) g;
 UPDATE public.every_type SET c_numeric = 98765432109876543210.000000000000000001 WHERE id = 1;`
 
-// Run runs the demo; args are the demo subcommand's flags.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tap-postgres demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	outDir := fs.String("out", "demo-output", "directory for the integration file, the runner's store and logs")
-	keep := fs.Bool("keep", false, "leave the PostgreSQL cluster running (its address is printed)")
-	if err := fs.Parse(args); err != nil {
+// Run runs the demo; args are the demo subcommand's flags. program is how
+// the user started this binary (PATH name, relative path, or "go run
+// ./cmd/tap-postgres"): the commands the demo prints start with it, so
+// that they work as printed.
+func Run(ctx context.Context, program string, args []string, stdout, stderr io.Writer) int {
+	flags := flag.NewFlagSet("tap-postgres demo", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	outDir := flags.String("out", "demo-output", "directory for the integration file, the runner's store and logs")
+	keep := flags.Bool("keep", false, "leave the PostgreSQL cluster running (its address and the command that stops it are printed)")
+	port := flags.Int("port", 0, "TCP port of the demo's PostgreSQL on 127.0.0.1 (default: a free port)")
+	stop := flags.Bool("stop", false, "stop the cluster a demo --keep left running for --out, and remove its files")
+	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cli.ExitOK
 		}
 		return cli.ExitUsage
 	}
-	if err := run(ctx, *outDir, *keep, stdout); err != nil {
+	if flags.NArg() > 0 || *port < 0 || *port > 65535 {
+		fmt.Fprintf(stderr, "CRITICAL usage: tap-postgres demo [--out DIR] [--keep] [--port N] [--stop]\n")
+		return cli.ExitUsage
+	}
+	dir, err := filepath.Abs(*outDir)
+	if err == nil {
+		if *stop {
+			err = stopKept(dir, stdout)
+		} else {
+			err = run(ctx, options{program: program, outDir: dir, keep: *keep, port: *port}, stdout)
+		}
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL demo: %v\n", err)
 		return cli.ExitError
 	}
 	return cli.ExitOK
 }
 
-func run(ctx context.Context, outDir string, keep bool, stdout io.Writer) (err error) {
-	outDir, err = filepath.Abs(outDir)
+// Program is how to run this binary again, as printed for a user: argv0
+// as they typed it, unless `go run` built it into a directory that is gone
+// when it exits.
+func Program(argv0 string) string {
+	if strings.Contains(filepath.ToSlash(argv0), "/go-build") {
+		return "go run ./cmd/tap-postgres"
+	}
+	return argv0
+}
+
+type options struct {
+	program string
+	outDir  string
+	keep    bool
+	port    int
+}
+
+// keptClusterFile, in the demo's directory, names the directory of the
+// cluster a demo --keep left running.
+const keptClusterFile = "kept-cluster"
+
+// stopKept stops the cluster a demo --keep left for outDir, if any.
+func stopKept(outDir string, stdout io.Writer) error {
+	record := filepath.Join(outDir, keptClusterFile)
+	base, err := os.ReadFile(record)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stdout, "no kept demo cluster for %s\n", outDir)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
+	dir := strings.TrimSpace(string(base))
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		// Removed by hand, or the machine restarted and emptied /tmp.
+		fmt.Fprintf(stdout, "the kept demo cluster %s is gone already\n", dir)
+		return os.Remove(record)
+	}
+	if err := localpg.StopKept(dir, nil); err != nil {
+		return fmt.Errorf("stop the kept cluster: %w", err)
+	}
+	fmt.Fprintf(stdout, "stopped the demo cluster and removed %s\n", dir)
+	return os.Remove(record)
+}
+
+func run(ctx context.Context, o options, stdout io.Writer) (err error) {
+	outDir := o.outDir
 	store := filepath.Join(outDir, "store")
-	// A fresh store each time: the demo's cluster is new too.
+	// A fresh store each time: the demo's cluster is new too, so one a
+	// previous demo --keep left for this directory goes as well.
+	if err := stopKept(outDir, io.Discard); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(store); err != nil {
 		return err
 	}
@@ -77,17 +141,27 @@ func run(ctx context.Context, outDir string, keep bool, stdout io.Writer) (err e
 	// pgoutput is built in and allowed by every server's defaults: the demo
 	// leaves wal2json out of output_plugin_libraries, as a patched server
 	// does.
-	cluster, err := localpg.Start(ctx, localpg.Options{OutputPlugins: "pgoutput, test_decoding"})
+	cluster, err := localpg.Start(ctx, localpg.Options{OutputPlugins: "pgoutput, test_decoding", Port: o.port})
 	if err != nil {
-		return fmt.Errorf("start PostgreSQL (is postgresql-15 installed? scripts/demo.sh installs it): %w", err)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("start PostgreSQL (is postgresql-15 installed? scripts/demo.sh installs it): %w", err)
+		}
+		if o.port != 0 {
+			return fmt.Errorf("start PostgreSQL on port %d (choose another with --port, or leave it out for a free one): %w", o.port, err)
+		}
+		return fmt.Errorf("start PostgreSQL: %w", err)
 	}
-	if keep {
-		defer fmt.Fprintf(stdout, "\ncluster kept running: source %s, destination %s (stop it with: pg_ctl -D %s stop)\n",
-			cluster.ConnString(source), cluster.ConnString(warehouse), cluster.DataDir)
+	if o.keep {
+		if err := cluster.Keep(); err != nil {
+			return errors.Join(err, cluster.Stop())
+		}
+		if err := os.WriteFile(filepath.Join(outDir, keptClusterFile), []byte(cluster.BaseDir+"\n"), 0o600); err != nil {
+			return errors.Join(err, cluster.Stop())
+		}
 	} else {
 		defer func() { err = errors.Join(err, cluster.Stop()) }()
 	}
-	fmt.Fprintf(stdout, "==> source database %q: a shop schema and a table with every type; destination database %q\n", source, warehouse)
+	fmt.Fprintf(stdout, "==> source database %q: a shop schema and a table with every type; destination database %q (port %d)\n", source, warehouse, cluster.Port)
 	for _, db := range []string{source, warehouse} {
 		if err := cluster.CreateDatabase(ctx, db); err != nil {
 			return err
@@ -114,22 +188,28 @@ func run(ctx context.Context, outDir string, keep bool, stdout io.Writer) (err e
 		return err
 	}
 	defer runnerLog.Close()
+	command := func(args ...string) string {
+		return fmt.Sprintf("%s %s --integration %s --store %s", o.program, strings.Join(args, " "), integration, store)
+	}
 	tap := func(args ...string) (string, error) {
 		var out bytes.Buffer
-		all := append(args, "--integration", integration, "--store", store)
-		if code := runner.Main(ctx, all, &out, runnerLog, time.Now); code != 0 {
-			return "", fmt.Errorf("tap-postgres %s failed (exit %d); see %s", strings.Join(all, " "), code, runnerLog.Name())
+		if code := runner.Main(ctx, append(args, "--integration", integration, "--store", store), &out, runnerLog, time.Now); code != 0 {
+			return "", fmt.Errorf("%s failed (exit %d); see %s", command(args...), code, runnerLog.Name())
 		}
 		return out.String(), nil
 	}
 	step := func(title string, args ...string) error {
-		fmt.Fprintf(stdout, "\n==> %s\n$ tap-postgres %s --integration %s --store %s\n", title, strings.Join(args, " "), integration, store)
+		fmt.Fprintf(stdout, "\n==> %s\n$ %s\n", title, command(args...))
 		out, err := tap(args...)
 		fmt.Fprint(stdout, out)
 		return err
 	}
 
 	if err := step("job 1: first copy of every table into the warehouse", "run"); err != nil {
+		return err
+	}
+	before, err := ordersAtBookmark(ctx, cluster)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\n==> changing the source:%s\n", strings.ReplaceAll(changes, "\n", "\n    "))
@@ -146,15 +226,78 @@ func run(ctx context.Context, outDir string, keep bool, stdout io.Writer) (err e
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "\n==> job 2's extraction log (tap-postgres logs), its bookmark updates and last lines")
+	fmt.Fprintf(stdout, "\n==> job 2's extraction log: its bookmark updates and last lines\n$ %s\n", command("logs"))
 	for _, line := range excerpt(logText) {
 		fmt.Fprintln(stdout, "    "+line)
 	}
 	if err := showWarehouse(ctx, cluster, stdout); err != nil {
 		return err
 	}
+	if err := explain(ctx, cluster, before, stdout); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "\nfiles: %s (integration), %s (state, job history, extraction logs), %s (runner's stderr)\n",
 		integration, store, runnerLog.Name())
+	if !o.keep {
+		fmt.Fprintf(stdout, "\nthe cluster is gone; to keep it and run jobs yourself: %s demo --keep --out %s\n", o.program, outDir)
+		return nil
+	}
+	fmt.Fprintf(stdout, "\nthe cluster keeps running on port %d:\n  source:      %s\n  destination: %s\n", cluster.Port, cluster.ConnString(source), cluster.ConnString(warehouse))
+	fmt.Fprintf(stdout, "change the source, then run a job and see what it loaded:\n  %s\n  %s\n", command("run"), command("report"))
+	fmt.Fprintf(stdout, "stop it and remove its files:\n  %s demo --stop --out %s\n", o.program, outDir)
+	return nil
+}
+
+// bookmarkOrders are the orders at the INCREMENTAL bookmark after job 1.
+type bookmarkOrders struct {
+	bookmark string
+	count    int64
+}
+
+func ordersAtBookmark(ctx context.Context, c *localpg.Cluster) (bookmarkOrders, error) {
+	var b bookmarkOrders
+	err := queryRow(ctx, c, source, `SELECT max(ordered_on)::text, count(*) FILTER (WHERE ordered_on = (SELECT max(ordered_on) FROM shop.orders)) FROM shop.orders`, &b.bookmark, &b.count)
+	return b, err
+}
+
+// explain answers what a Stitch user asks on seeing the report, with the
+// numbers of this run.
+func explain(ctx context.Context, c *localpg.Cluster, before bookmarkOrders, stdout io.Writer) error {
+	var inSource, inWarehouse, deleted int64
+	if err := queryRow(ctx, c, source, `SELECT count(*) FROM shop.orders`, &inSource); err != nil {
+		return err
+	}
+	if err := queryRow(ctx, c, warehouse, `SELECT count(*), count(*) FILTER (WHERE customer_id = 7) FROM demo_shop.orders`, &inWarehouse, &deleted); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+==> what to notice
+  - orders (INCREMENTAL on ordered_on): the source has %d orders, the warehouse %d. INCREMENTAL
+    selects rows whose ordered_on is at or after the bookmark, so it never sees a delete: the
+    %d orders of customer 7, deleted in the source, stay in the warehouse. LOG_BASED sees
+    deletes (customer 7 is marked _sdc_deleted_at); FULL_TABLE drops them with each new version.
+  - job 2 loaded the %d orders dated %s again besides the new one: the bookmark comparison is
+    inclusive (>=), so that no row committed later with the same ordered_on is missed. A keyed
+    destination merges them; the report counts them.
+  - customers (LOG_BASED): only the update, the delete and the insert travel, read from slot
+    stitch_demo. Its bookmark lsn is a WAL position as an integer, the reference tap's state
+    form; the State update lines above print it both ways, and every other line prints
+    PostgreSQL's form. The slot is acknowledged up to a bookmark only once the warehouse has
+    committed it: at the start of the next job.
+  - page_views (FULL_TABLE, no key): copied whole each job; the new version replaces the old.
+`, inSource, inWarehouse, deleted, before.count, before.bookmark)
+	return nil
+}
+
+func queryRow(ctx context.Context, c *localpg.Cluster, db, sql string, dest ...any) error {
+	conn, err := pgx.Connect(ctx, c.ConnString(db))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, sql).Scan(dest...); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
 	return nil
 }
 

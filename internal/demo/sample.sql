@@ -1,5 +1,5 @@
 -- Sample data for the demo: a small shop plus one table holding every type
--- the tap maps (SPEC §3).
+-- the tap maps (README, "Types").
 CREATE EXTENSION IF NOT EXISTS hstore;
 CREATE EXTENSION IF NOT EXISTS citext;
 CREATE SCHEMA shop;

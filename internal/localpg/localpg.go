@@ -41,8 +41,11 @@ const (
 	superuser    = "postgres"
 	osUser       = "postgres" // OS account that runs the server when we are root
 	ownerPIDFile = "localpg-owner.pid"
-	startTries   = 3
-	tailLines    = 20
+	// keptFile marks a cluster its owner left running on purpose; it holds
+	// the directory of the server binaries, which StopKept needs.
+	keptFile   = "localpg-kept"
+	startTries = 3
+	tailLines  = 20
 )
 
 // Options configures Start. The zero value is usable.
@@ -351,6 +354,34 @@ func (c *Cluster) Stop() error {
 	return c.destroy()
 }
 
+// Keep leaves the cluster running after this process exits: no later Start
+// reaps it as an orphan. StopKept(BaseDir) stops and removes it.
+func (c *Cluster) Keep() error {
+	path := filepath.Join(c.BaseDir, keptFile)
+	if err := os.WriteFile(path, []byte(c.binDir+"\n"), 0o600); err != nil {
+		return fmt.Errorf("localpg: keep cluster %s: %w", c.BaseDir, err)
+	}
+	return nil
+}
+
+// StopKept stops a cluster left running by Keep and removes its directory.
+// A directory Keep did not mark is refused, whatever it holds.
+func StopKept(baseDir string, log io.Writer) error {
+	bin, err := os.ReadFile(filepath.Join(baseDir, keptFile))
+	if err != nil {
+		return fmt.Errorf("localpg: %s is not a kept cluster: %w", baseDir, err)
+	}
+	c := &Cluster{
+		BaseDir: baseDir,
+		DataDir: filepath.Join(baseDir, "data"),
+		binDir:  strings.TrimSpace(string(bin)),
+		logFile: filepath.Join(baseDir, "server.log"),
+		logw:    log,
+		asRoot:  os.Geteuid() == 0,
+	}
+	return c.Stop()
+}
+
 // destroy stops the server if it is running and removes BaseDir.
 func (c *Cluster) destroy() error {
 	var errs []error
@@ -502,6 +533,9 @@ func (c *Cluster) reapOrphans(ctx context.Context) {
 	for _, dir := range dirs {
 		if ctx.Err() != nil {
 			return
+		}
+		if _, err := os.Stat(filepath.Join(dir, keptFile)); err == nil {
+			continue // left running on purpose
 		}
 		owner := readPID(filepath.Join(dir, ownerPIDFile))
 		if owner <= 0 || owner == os.Getpid() || processAlive(owner) {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +207,61 @@ func TestOwnCluster(t *testing.T) {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "28000" {
 		t.Fatalf("connect as nobody: err = %v, want SQLSTATE 28000 (rejected by extra HBA line)", err)
+	}
+}
+
+// TestKeptClusterOutlivesItsOwner: a cluster whose owner exited is reaped
+// by the next Start unless it was kept; StopKept then stops and removes it.
+func TestKeptClusterOutlivesItsOwner(t *testing.T) {
+	ctx := t.Context()
+	kept, err := localpg.Start(ctx, localpg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kept.Stop() })
+	orphan, err := localpg.Start(ctx, localpg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { orphan.Stop() })
+	if err := kept.Keep(); err != nil {
+		t.Fatal(err)
+	}
+	// Both now look owned by a process that has exited.
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*localpg.Cluster{kept, orphan} {
+		if err := os.WriteFile(filepath.Join(c.BaseDir, "localpg-owner.pid"), []byte(strconv.Itoa(exited.Process.Pid)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next, err := localpg.Start(ctx, localpg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Stop()
+	if _, err := os.Stat(orphan.BaseDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the orphan %s was not reaped: %v", orphan.BaseDir, err)
+	}
+	conn := connect(t, kept.ConnString("postgres"))
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("the kept cluster was stopped by the next Start: %v", err)
+	}
+	conn.Close(ctx)
+
+	if err := localpg.StopKept(t.TempDir(), nil); err == nil {
+		t.Error("StopKept accepted a directory that holds no kept cluster")
+	}
+	if err := localpg.StopKept(kept.BaseDir, nil); err != nil {
+		t.Fatalf("StopKept: %v", err)
+	}
+	if _, err := os.Stat(kept.BaseDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("StopKept left %s: %v", kept.BaseDir, err)
+	}
+	if c, err := pgx.Connect(ctx, kept.ConnString("postgres")); err == nil {
+		c.Close(ctx)
+		t.Error("the kept cluster still accepts connections after StopKept")
 	}
 }

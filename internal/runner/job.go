@@ -10,8 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/jackc/pglogrepl"
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
 	"github.com/tap-postgres/tap-postgres/internal/connect"
@@ -216,10 +219,23 @@ func logBookmarkChanges(log *slog.Logger, before, after *singer.State) {
 		sort.Strings(keys)
 		for _, k := range keys {
 			if !bytes.Equal(fields[k], old[k]) {
-				log.Info(fmt.Sprintf("State update: adding bookmarks.%s.%s = %s", id, k, fields[k]))
+				log.Info(fmt.Sprintf("State update: adding bookmarks.%s.%s = %s%s", id, k, fields[k], lsnForm(k, fields[k])))
 			}
 		}
 	}
+}
+
+// lsnForm gives an lsn bookmark, an integer in the reference tap's state,
+// also in PostgreSQL's form, which every other line prints.
+func lsnForm(key string, value json.RawMessage) string {
+	if key != "lsn" {
+		return ""
+	}
+	n, err := strconv.ParseUint(string(value), 10, 64)
+	if err != nil {
+		return ""
+	}
+	return " (" + pglogrepl.LSN(n).String() + ")"
 }
 
 func (in *Integration) openDestination(ctx context.Context, opts destination.Options) (destination.Destination, error) {
