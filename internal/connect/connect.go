@@ -86,6 +86,7 @@ func (c *Connector) ConnConfig(dbname string) (*pgx.ConnConfig, error) {
 		cc.RuntimeParams[k] = v
 	}
 	cc.RuntimeParams["application_name"] = c.cfg.ApplicationName
+	GuardPassword(&cc.Config)
 	if c.tunnel != nil {
 		// The database host is resolved on the far side of the tunnel.
 		cc.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
@@ -112,7 +113,12 @@ func (c *Connector) Connect(ctx context.Context, dbname string) (*pgx.Conn, erro
 		if c.tunnel != nil {
 			via = " through the SSH tunnel to " + c.tunnel.address()
 		}
-		c.log.Info(fmt.Sprintf("connected to %s:%d%s with sslmode=%s: %s", c.cfg.Host, c.cfg.Port, via, c.cfg.SSLMode, TLSState(conn.PgConn())))
+		line := fmt.Sprintf("connected to %s:%d%s with sslmode=%s: %s", c.cfg.Host, c.cfg.Port, via, c.cfg.SSLMode, TLSState(conn.PgConn()))
+		if warning := TLSWarning(conn.PgConn(), &cc.Config); warning != "" {
+			c.log.Warn(line + "; " + warning)
+		} else {
+			c.log.Info(line)
+		}
 	})
 	return conn, nil
 }
@@ -148,6 +154,19 @@ func TLSState(pc *pgconn.PgConn) string {
 	}
 	st := tc.ConnectionState()
 	return fmt.Sprintf("SSL on, %s, %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+}
+
+// TLSWarning says what a connection leaves unprotected, or "" when it is
+// encrypted and the server's certificate was verified.
+func TLSWarning(pc *pgconn.PgConn, cfg *pgconn.Config) string {
+	const fix = "sslmode=verify-full with sslrootcert protects it"
+	if _, ok := pc.Conn().(*tls.Conn); !ok {
+		return "the connection is not encrypted (" + fix + ")"
+	}
+	if !VerifiesServer(cfg) {
+		return "the server's certificate is not verified, so anyone between could pose as the server (" + fix + ")"
+	}
+	return ""
 }
 
 // quote writes a libpq keyword/value string value.

@@ -7,6 +7,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"errors"
 	"flag"
@@ -141,7 +142,9 @@ func run(ctx context.Context, o options, stdout io.Writer) (err error) {
 	// pgoutput is built in and allowed by every server's defaults: the demo
 	// leaves wal2json out of output_plugin_libraries, as a patched server
 	// does.
-	cluster, err := localpg.Start(ctx, localpg.Options{OutputPlugins: "pgoutput, test_decoding", Port: o.port})
+	// A kept cluster listens for anyone on this machine: its superuser's
+	// password is this run's own, printed once below.
+	cluster, err := localpg.Start(ctx, localpg.Options{OutputPlugins: "pgoutput, test_decoding", Port: o.port, SuperuserPassword: rand.Text()})
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("start PostgreSQL (is postgresql-15 installed? scripts/demo.sh installs it): %w", err)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tap-postgres/tap-postgres/internal/localpg"
 )
 
 // program stands for the binary in the commands the demo prints.
@@ -71,6 +73,9 @@ func TestDemoRunsTwoJobs(t *testing.T) {
 	stop := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(program) + ` (demo --stop .*)$`).FindStringSubmatch(out)
 	if source == nil || stop == nil {
 		t.Fatalf("no source address or stop command printed:\n%s", out)
+	}
+	if strings.Contains(source[1], "password="+localpg.DefaultPassword) || !strings.Contains(source[1], "password=") {
+		t.Errorf("the kept cluster's superuser password is not this run's own: %s", source[1])
 	}
 	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, source[1])
