@@ -237,3 +237,35 @@ func TestPrivilegeRevokedAfterDiscovery(t *testing.T) {
 	}
 	t.Logf("%s", last)
 }
+
+// TestControlCharactersInNamesAreEscaped: a table whose name holds a
+// carriage return and terminal escapes reaches stderr escaped, every line
+// of it.
+func TestControlCharactersInNamesAreEscaped(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	const name = "evil\r\x1b[2J\x07\u009bname"
+	testpg.Exec(t, pg, db, fmt.Sprintf(`CREATE TABLE public.%s (id integer PRIMARY KEY, "c\x1b[31m" text);
+		INSERT INTO public.%[1]s VALUES (1, 'x');`, quoteIdent(name)))
+	cfg := writeFile(t, "config.json", configFor(db, nil))
+	catalog := fullTableCatalog(t, cfg)
+	r := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog)
+	if r.code != 0 {
+		t.Fatalf("sync exited %d:\n%s", r.code, r.stderr)
+	}
+	check := runTap(t, cli.Env{}, "--config", cfg, "--test", "--catalog", catalog)
+	if check.code != 0 {
+		t.Fatalf("--test exited %d:\n%s", check.code, check.stderr)
+	}
+	for _, stderr := range []string{r.stderr, check.stderr} {
+		if !strings.Contains(stderr, `evil\r\x1b[2J\a\u009bname`) {
+			t.Errorf("stderr does not name the table, escaped:\n%q", stderr)
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+			if strings.ContainsFunc(line, func(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }) {
+				t.Errorf("a control character reached stderr: %q", line)
+			}
+		}
+	}
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/tap-postgres/tap-postgres/internal/connect"
+	"github.com/tap-postgres/tap-postgres/internal/logging"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
@@ -13,7 +14,7 @@ import (
 // checks that each selected table can be read. It writes one line per finding
 // to w and fails when any check failed.
 func (e *Engine) Check(ctx context.Context, catalog *singer.Catalog, w io.Writer) error {
-	return connect.WithHint(e.check(ctx, catalog, w))
+	return connect.WithHint(e.check(ctx, catalog, logging.CleanLines(w)))
 }
 
 func (e *Engine) check(ctx context.Context, catalog *singer.Catalog, w io.Writer) error {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,7 +50,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	b.WriteString(h.prefix())
 	b.WriteString(LevelName(r.Level))
 	b.WriteByte(' ')
-	b.WriteString(strings.ReplaceAll(r.Message, "\n", "; "))
+	writeClean(&b, r.Message)
 	b.WriteString(h.attrs)
 	r.Attrs(func(a slog.Attr) bool {
 		writeAttr(&b, a)
@@ -84,8 +85,72 @@ func writeAttr(b *strings.Builder, a slog.Attr) {
 	b.WriteByte(' ')
 	b.WriteString(a.Key)
 	b.WriteByte('=')
-	b.WriteString(a.Value.Resolve().String())
+	writeClean(b, a.Value.Resolve().String())
 }
+
+// Clean is s as one line with no control character (see writeClean), for
+// lines written without a logger.
+func Clean(s string) string {
+	var b strings.Builder
+	writeClean(&b, s)
+	return b.String()
+}
+
+// CleanLines writes to w what it is given, each write one or more whole
+// lines, with every control character but the line ends escaped.
+func CleanLines(w io.Writer) io.Writer { return lineCleaner{w} }
+
+type lineCleaner struct{ w io.Writer }
+
+func (c lineCleaner) Write(p []byte) (int, error) {
+	var b strings.Builder
+	for i, line := range strings.SplitAfter(string(p), "\n") {
+		if i > 0 && line == "" {
+			break
+		}
+		body, end := strings.CutSuffix(line, "\n")
+		writeClean(&b, body)
+		if end {
+			b.WriteByte('\n')
+		}
+	}
+	if _, err := io.WriteString(c.w, b.String()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// writeClean writes s as one line with no control character: a name from
+// a database (a table called "x\r\x1b[2J") must not rewrite the terminal
+// or the extraction log. Newlines, which multi-line server messages hold,
+// become "; "; other control characters their Go escapes.
+func writeClean(b *strings.Builder, s string) {
+	clean := true
+	for _, r := range s {
+		if isControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		b.WriteString(s)
+		return
+	}
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString("; ")
+		case isControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+}
+
+// isControl: C0, DEL and C1 (which some terminals obey as escapes).
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }
 
 // LevelName maps slog levels to Singer's names.
 func LevelName(l slog.Level) string {

@@ -70,12 +70,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	}
 	in, err := LoadIntegration(integrations[0])
 	if err != nil {
-		fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+		fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 		return 1
 	}
 	if args[0] == "check" {
 		if err := Check(ctx, in, stdout); err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 		return 0
@@ -89,14 +89,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	}
 	store, err := OpenStore(ctx, *storeDir, in.StoreKey())
 	if err != nil {
-		fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+		fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 		return 1
 	}
 	defer store.Close()
 	if args[0] != "run" {
 		next, err := store.NextJobID()
 		if err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 		if next == 1 {
@@ -111,32 +111,32 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			// A job refused before its log existed (the lock, the store)
 			// has said nothing yet.
 			if job.ID == 0 {
-				fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+				fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			}
 			return 1
 		}
 		printJobs(stdout, []JobRecord{job})
 	case "reset":
 		if err := Reset(ctx, store, *stream); err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 		fmt.Fprintf(stdout, "stream %s reset: the next job copies it again in a new version\n", *stream)
 	case "jobs":
 		jobs, err := store.Jobs()
 		if err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 		printJobs(stdout, jobs)
 	case "report":
 		jobs, err := store.Jobs()
 		if err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 		if err := Report(jobs, clock()).Print(stdout, *asJSON); err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 	case "logs":
@@ -146,7 +146,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			// recorded.
 			next, err := store.NextJobID()
 			if err != nil {
-				fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+				fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 				return 1
 			}
 			if id = next - 1; id == 0 {
@@ -156,7 +156,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		}
 		data, err := store.ReadLog(id)
 		if err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 		_, _ = stdout.Write(data)
@@ -173,7 +173,7 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 	for _, p := range paths {
 		in, err := LoadIntegration(p)
 		if err != nil {
-			fmt.Fprintf(stderr, "CRITICAL %v\n", oneLine(err))
+			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 		ins = append(ins, in)
@@ -193,7 +193,7 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 		return err
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "CRITICAL %v\n", err)
+		fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 		return 1
 	}
 	return 0
@@ -264,7 +264,7 @@ func printJobs(w io.Writer, jobs []JobRecord) {
 // for LOG_BASED), then the destination.
 func Check(ctx context.Context, in *Integration, w io.Writer) error {
 	for _, warning := range in.warnings {
-		fmt.Fprintf(w, "WARNING %s\n", warning)
+		fmt.Fprintf(w, "WARNING %s\n", logging.Clean(warning))
 	}
 	eng := engine.New(in.config, logging.New(io.Discard, slog.LevelError), time.Now)
 	defer eng.Close()
@@ -273,14 +273,14 @@ func Check(ctx context.Context, in *Integration, w io.Writer) error {
 		return err
 	}
 	for _, e := range skipped {
-		fmt.Fprintf(w, "ERROR %v\n", e)
+		fmt.Fprintf(w, "ERROR %s\n", oneLine(e))
 	}
 	for _, s := range catalog.Streams {
 		meta := s.TableMeta()
 		selected, _, _ := meta.Bool(singer.MetaSelected)
 		isView, _, _ := meta.Bool(singer.MetaIsView)
 		if keys, _ := meta.Strings(singer.MetaViewKeyProperties); selected && isView && len(keys) == 0 {
-			fmt.Fprintf(w, "WARNING stream %s is a view without view_key: its records have no key, so a destination that upserts by key (postgres, most Singer targets) cannot load it; give the selection view_key: [column, …]\n", s.TapStreamID)
+			fmt.Fprintf(w, "WARNING stream %s is a view without view_key: its records have no key, so a destination that upserts by key (postgres, most Singer targets) cannot load it; give the selection view_key: [column, …]\n", logging.Clean(s.TapStreamID))
 		}
 	}
 	sourceErr := errors.Join(append([]error{eng.Check(ctx, catalog, w)}, skipped...)...)
@@ -294,9 +294,9 @@ func Check(ctx context.Context, in *Integration, w io.Writer) error {
 		line, err = destination.CheckJSONL(d.Path)
 	}
 	if err != nil {
-		fmt.Fprintf(w, "ERROR %v\n", err)
+		fmt.Fprintf(w, "ERROR %s\n", oneLine(err))
 	} else {
-		fmt.Fprintf(w, "INFO %s\n", line)
+		fmt.Fprintf(w, "INFO %s\n", logging.Clean(line))
 	}
 	return errors.Join(sourceErr, err)
 }

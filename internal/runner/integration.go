@@ -16,9 +16,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
-	"github.com/tap-postgres/tap-postgres/internal/schedule"
-
 	"github.com/tap-postgres/tap-postgres/internal/engine"
+	"github.com/tap-postgres/tap-postgres/internal/logging"
+	"github.com/tap-postgres/tap-postgres/internal/schedule"
 )
 
 // Integration is one integration file.
@@ -260,5 +260,5 @@ func (in *Integration) DestinationSchema() string {
 	return b.String()
 }
 
-// oneLine keeps a joined error on one line.
-func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+// oneLine keeps a joined error on one line, without control characters.
+func oneLine(err error) string { return logging.Clean(err.Error()) }
