@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh/knownhosts"
+
 	"github.com/tap-postgres/tap-postgres/internal/cli"
 	"github.com/tap-postgres/tap-postgres/internal/testpg"
 	"github.com/tap-postgres/tap-postgres/internal/testsshd"
@@ -42,6 +44,14 @@ func TestSSHTunnel(t *testing.T) {
 		}
 		if !strings.Contains(sshd.Log.String(), "Accepted publickey for "+sshd.User) {
 			t.Fatalf("sshd saw no login; its log:\n%s", sshd.Log)
+		}
+
+		// known_hosts as OpenSSH reads it: a hashed name, other lines around.
+		fields := strings.Fields(sshd.KnownHosts)
+		hashed := fmt.Sprintf("%s\n# a comment\n%s %s %s\n", sshd.OtherHostKnownHosts, knownhosts.HashHostname(fields[0]), fields[1], fields[2])
+		hashedCfg := writeFile(t, "hashed.json", tunnel(map[string]any{"private_key": sshd.ClientKey, "known_hosts": hashed}))
+		if r := runTap(t, cli.Env{}, "--config", hashedCfg, "--discover"); r.code != 0 {
+			t.Fatalf("hashed known_hosts entry: exit %d\n%s", r.code, r.stderr)
 		}
 
 		byPath := writeFile(t, "path.json", tunnel(map[string]any{"private_key": keyPath, "known_hosts": knownHostsPath}))
@@ -83,6 +93,9 @@ func TestSSHTunnel(t *testing.T) {
 			want  string
 		}{
 			"changed host key":   {map[string]any{"private_key": sshd.ClientKey, "known_hosts": sshd.OtherHostKnownHosts}, "not in known_hosts: refusing"},
+			"revoked host key":   {map[string]any{"private_key": sshd.ClientKey, "known_hosts": "@revoked " + sshd.KnownHosts + "\n" + sshd.KnownHosts}, "is revoked in known_hosts: refusing"},
+			// A CA key signs host certificates; it is no host's plain key.
+			"cert-authority line": {map[string]any{"private_key": sshd.ClientKey, "known_hosts": "@cert-authority " + sshd.KnownHosts}, "not in known_hosts: refusing"},
 			"wrong fingerprint":  {map[string]any{"private_key": sshd.ClientKey, "host_key_fingerprint": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "does not match host_key_fingerprint"},
 			"missing passphrase": {map[string]any{"private_key": sshd.ClientKeyEncrypted, "known_hosts": sshd.KnownHosts}, "encrypted and no passphrase"},
 			"unauthorised key":   {map[string]any{"private_key": sshd.ClientKeyEncrypted, "passphrase": "wrong-passphrase", "known_hosts": sshd.KnownHosts}, "private_key cannot be read"},

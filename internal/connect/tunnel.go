@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
 )
@@ -197,61 +198,80 @@ func (t *tunnel) hostKeyCallback() (ssh.HostKeyCallback, error) {
 		}, nil
 	}
 	text := []byte(t.cfg.KnownHosts)
-	if !bytes.Contains(text, []byte(" ")) {
+	if !strings.Contains(t.cfg.KnownHosts, " ") {
 		data, err := os.ReadFile(t.cfg.KnownHosts)
 		if err != nil {
 			return nil, fmt.Errorf("ssh tunnel: known_hosts is neither known_hosts text nor a readable file: %w", err)
 		}
 		text = data
 	}
-	known, err := parseKnownHosts(text)
+	// OpenSSH's meaning: hashed names, patterns, @revoked keys refused,
+	// @cert-authority keys trusted to sign host certificates and nothing
+	// else. knownhosts also takes a CA key for a plain host key, so plain
+	// keys are checked without those lines.
+	withCAs, err := knownHostsCallback(text)
 	if err != nil {
 		return nil, err
 	}
-	host := t.cfg.Host
-	return func(_ string, _ net.Addr, key ssh.PublicKey) error {
-		for _, k := range known {
-			if k.matches(host, t.cfg.Port) && bytes.Equal(k.key.Marshal(), key.Marshal()) {
-				return nil
-			}
+	withoutCAs, err := knownHostsCallback(withoutCertAuthorities(text))
+	if err != nil {
+		return nil, err
+	}
+	check := func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		if _, isCert := key.(*ssh.Certificate); isCert {
+			return withCAs(hostname, remote, key)
 		}
-		return fmt.Errorf("host key %s of %s is not in known_hosts: refusing to connect (unknown or changed host key)",
-			ssh.FingerprintSHA256(key), t.address())
+		return withoutCAs(hostname, remote, key)
+	}
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		err := check(hostname, remote, key)
+		var revoked *knownhosts.RevokedError
+		var keyErr *knownhosts.KeyError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &revoked):
+			return fmt.Errorf("host key %s of %s is revoked in known_hosts: refusing to connect", ssh.FingerprintSHA256(key), t.address())
+		case errors.As(err, &keyErr) && len(keyErr.Want) > 0:
+			return fmt.Errorf("host key %s of %s is not in known_hosts: refusing to connect (the host's key changed: known_hosts lists another)",
+				ssh.FingerprintSHA256(key), t.address())
+		case errors.As(err, &keyErr):
+			return fmt.Errorf("host key %s of %s is not in known_hosts: refusing to connect (unknown host key)", ssh.FingerprintSHA256(key), t.address())
+		default:
+			return fmt.Errorf("host key %s of %s: %w: refusing to connect", ssh.FingerprintSHA256(key), t.address(), err)
+		}
 	}, nil
 }
 
-type knownHost struct {
-	patterns []string
-	key      ssh.PublicKey
+// knownHostsCallback checks host keys against known_hosts text; knownhosts
+// reads files only.
+func knownHostsCallback(text []byte) (ssh.HostKeyCallback, error) {
+	f, err := os.CreateTemp("", "tap-postgres-known-hosts-")
+	if err != nil {
+		return nil, fmt.Errorf("ssh tunnel: known_hosts: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ssh tunnel: known_hosts: %w", err)
+	}
+	check, err := knownhosts.New(f.Name())
+	if err != nil {
+		return nil, fmt.Errorf("ssh tunnel: known_hosts: %w", err)
+	}
+	return check, nil
 }
 
-// matches follows OpenSSH's host patterns: `host`, `[host]:port`, `*`.
-// Hashed entries are not supported (ssh-keyscan without -H writes plain ones).
-func (k knownHost) matches(host string, port int) bool {
-	for _, p := range k.patterns {
-		if p == "*" || p == host && port == 22 || p == "["+host+"]:"+strconv.Itoa(port) {
-			return true
+// withoutCertAuthorities drops the @cert-authority lines of known_hosts.
+func withoutCertAuthorities(text []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(text) {
+		if fields := bytes.Fields(line); len(fields) == 0 || string(fields[0]) != "@cert-authority" {
+			out = append(out, line...)
 		}
 	}
-	return false
-}
-
-func parseKnownHosts(text []byte) ([]knownHost, error) {
-	var out []knownHost
-	rest := text
-	for len(bytes.TrimSpace(rest)) > 0 {
-		marker, hosts, key, _, next, err := ssh.ParseKnownHosts(rest)
-		if err != nil {
-			return nil, fmt.Errorf("ssh tunnel: known_hosts: %w", err)
-		}
-		rest = next
-		if marker == "@revoked" {
-			continue
-		}
-		out = append(out, knownHost{patterns: hosts, key: key})
-	}
-	if len(out) == 0 {
-		return nil, errors.New("ssh tunnel: known_hosts lists no host key")
-	}
-	return out, nil
+	return out
 }
