@@ -18,8 +18,12 @@ import (
 type Destination interface {
 	io.Writer
 	Close() error
-	// Rows is the number of records received per stream.
+	// Rows is the number of records loaded per stream: made durable, or
+	// for a Singer target covered by a state it printed. Read after Close.
 	Rows() map[string]int64
+	// Received is the number of records received per stream, loaded or
+	// not. Read after Close.
+	Received() map[string]int64
 }
 
 // Options are what every destination is given by the job.
@@ -124,10 +128,11 @@ type batching struct {
 	heldBytes int
 	lastFlush time.Time
 	// heldRows counts the records of the batch being read per stream;
-	// loaded those of batches loaded, updated by the load and read after
-	// Close.
-	heldRows map[string]int64
-	loaded   map[string]int64
+	// loaded and notLoaded those of batches loaded and of batches whose
+	// load failed, updated by the load and read after Close.
+	heldRows  map[string]int64
+	loaded    map[string]int64
+	notLoaded map[string]int64
 	// lastStream is the stream of the last record.
 	lastStream string
 	// failed: a message could not be loaded (err says why), so no later
@@ -149,11 +154,23 @@ func newBatching(l loader, opts Options) *batching {
 	if opts.BatchInterval <= 0 {
 		opts.BatchInterval = time.Minute
 	}
-	return &batching{opts: opts, load: l, heldRows: map[string]int64{}, loaded: map[string]int64{}, lastFlush: opts.Clock()}
+	return &batching{opts: opts, load: l, heldRows: map[string]int64{}, loaded: map[string]int64{}, notLoaded: map[string]int64{}, lastFlush: opts.Clock()}
 }
 
 // Rows counts the records loaded; a batch that failed to load counts none.
 func (b *batching) Rows() map[string]int64 { return b.loaded }
+
+// Received adds to the records loaded those of a batch whose load failed
+// and those held when a failure stopped loading.
+func (b *batching) Received() map[string]int64 {
+	received := map[string]int64{}
+	for _, counts := range []map[string]int64{b.loaded, b.notLoaded, b.heldRows} {
+		for stream, n := range counts {
+			received[stream] += n
+		}
+	}
+	return received
+}
 
 func (b *batching) Write(p []byte) (int, error) {
 	if b.failed {
@@ -244,13 +261,15 @@ func (b *batching) flushAndCommit() error {
 	b.loading = done
 	go func() {
 		err := load()
-		if err == nil {
-			for stream, n := range rows {
-				b.loaded[stream] += n
-			}
-			if state != nil {
-				err = b.opts.Commit(state)
-			}
+		counts := b.loaded
+		if err != nil {
+			counts = b.notLoaded
+		}
+		for stream, n := range rows {
+			counts[stream] += n
+		}
+		if err == nil && state != nil {
+			err = b.opts.Commit(state)
 		}
 		done <- err
 	}()

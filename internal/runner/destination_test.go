@@ -6,10 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,7 +50,10 @@ func childMain() (int, bool) {
 // at each STATE makes the file durable and prints the state, as Singer
 // targets do. With FAIL_AFTER=n it dies at its n-th record; with
 // PAUSE_AT=n it stops reading for PAUSE_SECONDS there, as a target does
-// while it flushes a large batch.
+// while it flushes a large batch. With STATES_TO_PRINT=n it prints only
+// its first n states, with RESERIALISE=1 it prints them as Python's
+// json.dumps would (other key order, spaces), and with FAIL_AT_END=1 it
+// fails after reading everything, as pipelinewise does.
 func fakeTarget(path string) int {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -63,6 +68,8 @@ func fakeTarget(path string) int {
 		fmt.Fprintln(os.Stderr, strings.Repeat("x", 2<<20))
 	}
 	var failAfter, pauseAt, pauseSeconds int
+	statesToPrint := -1
+	fmt.Sscan(os.Getenv("STATES_TO_PRINT"), &statesToPrint)
 	fmt.Sscan(os.Getenv("FAIL_AFTER"), &failAfter)
 	fmt.Sscan(os.Getenv("PAUSE_AT"), &pauseAt)
 	fmt.Sscan(os.Getenv("PAUSE_SECONDS"), &pauseSeconds)
@@ -92,10 +99,80 @@ func fakeTarget(path string) int {
 			f.Write(append(m.Record, '\n'))
 		case "STATE":
 			f.Sync()
-			os.Stdout.Write(append(m.Value, '\n'))
+			if statesToPrint == 0 {
+				continue
+			}
+			statesToPrint--
+			value := m.Value
+			if os.Getenv("RESERIALISE") != "" {
+				value = reserialised(m.Value)
+			}
+			os.Stdout.Write(append(value, '\n'))
 		}
 	}
+	if os.Getenv("FAIL_AT_END") != "" {
+		fmt.Fprint(os.Stderr, pipelinewiseCritical+`
+Traceback (most recent call last):
+  File "/usr/local/bin/target-postgres", line 8, in <module>
+    sys.exit(main())
+  File "/usr/local/lib/python3.10/site-packages/target_postgres/__init__.py", line 380, in persist_lines
+    raise Exception("key_properties field is required")
+Exception: key_properties field is required
+`)
+		return 1
+	}
 	return 0
+}
+
+// pipelinewiseCritical is what pipelinewise's target-postgres logs before
+// it fails on a stream without a key.
+const pipelinewiseCritical = "time=2026-01-01 00:00:00 name=target_postgres level=CRITICAL message=Primary key is set to mandatory but not defined in the [t] stream"
+
+// reserialised writes a JSON value as Python's json.dumps does, and with
+// each object's keys in reverse order.
+func reserialised(value json.RawMessage) []byte {
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		panic(err)
+	}
+	var out bytes.Buffer
+	var write func(v any)
+	write = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			keys := slices.Sorted(maps.Keys(v))
+			slices.Reverse(keys)
+			out.WriteByte('{')
+			for i, k := range keys {
+				if i > 0 {
+					out.WriteString(", ")
+				}
+				write(k)
+				out.WriteString(": ")
+				write(v[k])
+			}
+			out.WriteByte('}')
+		case []any:
+			out.WriteByte('[')
+			for i, e := range v {
+				if i > 0 {
+					out.WriteString(", ")
+				}
+				write(e)
+			}
+			out.WriteByte(']')
+		default:
+			b, err := json.Marshal(v)
+			if err != nil {
+				panic(err)
+			}
+			out.Write(b)
+		}
+	}
+	write(v)
+	return out.Bytes()
 }
 
 func destinationQuery(t *testing.T, db, sql string) string {
@@ -237,6 +314,13 @@ destination: {type: singer, command: [%q, "-test.run=^$"]}
 	if !strings.Contains(state, `"last_pk_fetched":{"id":"1000"}`) {
 		t.Fatalf("state after the target died at its 1500th record: %s (want the one it printed after 1000)", state)
 	}
+	// Its exit explains the writes that broke after it: the error says
+	// why it exited, on one line, and the rows loaded are those its last
+	// state covers.
+	code, jobs := runMain(t, "jobs", "--integration", integration, "--store", store)
+	if code != 0 || !regexp.MustCompile(`(?m)^1 .* failed +1000 +singer target \S+: exit status 3: fake target failing on purpose\n`).MatchString(jobs) {
+		t.Fatalf("jobs after the target died:\n%s", jobs)
+	}
 
 	t.Setenv("FAIL_AFTER", "")
 	code, output = runMain(t, "run", "--integration", integration, "--store", store)
@@ -269,6 +353,91 @@ destination: {type: singer, command: [%q, "-test.run=^$"]}
 	}
 	if state = mustRead(t, filepath.Join(store, "piped", "state.json")); !strings.Contains(state, `"bookmarks":{"`) {
 		t.Fatalf("state after a noisy target: %s", state)
+	}
+}
+
+// TestSingerTargetLoadedRows: the rows a job loaded through a Singer target
+// are those covered by a state the target printed, whatever its spelling;
+// the rows sent are shown apart, and a failed target's error says why.
+func TestSingerTargetLoadedRows(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1500) g;`)
+	t.Setenv(envFakeTarget, filepath.Join(t.TempDir(), "records.jsonl"))
+	store := t.TempDir()
+	integration := writeIntegration(t, "name: counted\n"+connectionYAML(db)+fmt.Sprintf(`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: t}]
+destination: {type: singer, command: [%q, "-test.run=^$"]}
+`, os.Args[0]))
+	type load struct {
+		Job      int    `json:"job"`
+		Stream   string `json:"stream"`
+		Rows     int64  `json:"rows"`
+		RowsSent *int64 `json:"rows_sent"`
+		Status   string `json:"status"`
+		Error    string `json:"error"`
+	}
+	report := func() ([]load, map[string]int64) {
+		t.Helper()
+		code, out := runMain(t, "report", "--json", "--integration", integration, "--store", store)
+		var r struct {
+			Loads   []load           `json:"loads"`
+			Last24h map[string]int64 `json:"rows_last_24h"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil {
+			t.Fatalf("report --json: exit %d, %v\n%s", code, err, out)
+		}
+		return r.Loads, r.Last24h
+	}
+	sent := func(l load) int64 {
+		if l.RowsSent == nil {
+			return -1
+		}
+		return *l.RowsSent
+	}
+
+	// It reads everything, prints no state and fails: nothing is loaded.
+	t.Setenv("STATES_TO_PRINT", "0")
+	t.Setenv("FAIL_AT_END", "1")
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 1 {
+		t.Fatalf("failing target: exit %d\n%s", code, out)
+	}
+	loads, last24h := report()
+	wantError := fmt.Sprintf("singer target %s: exit status 1: %s", os.Args[0], pipelinewiseCritical)
+	if len(loads) != 1 || loads[0].Stream != "t" || loads[0].Rows != 0 || sent(loads[0]) != 1500 || loads[0].Status != "failed" || loads[0].Error != wantError {
+		t.Fatalf("report of a target that failed before any state: %+v (sent %d), want error %q", loads, sent(loads[0]), wantError)
+	}
+	if last24h["t"] != 0 {
+		t.Fatalf("rows loaded in 24 h after a target that loaded nothing: %v", last24h)
+	}
+	code, text := runMain(t, "report", "--integration", integration, "--store", store)
+	if code != 0 || !regexp.MustCompile(`(?m)^1 +\S+ +t +0 +1500 +.* failed +`+regexp.QuoteMeta(wantError)+`$`).MatchString(text) ||
+		!regexp.MustCompile(`(?m)^t +0$`).MatchString(text) {
+		t.Fatalf("report:\n%s", text)
+	}
+	if code, jobs := runMain(t, "jobs", "--integration", integration, "--store", store); code != 0 || !strings.Contains(jobs, wantError) {
+		t.Fatalf("jobs:\n%s", jobs)
+	}
+
+	// It re-serialises the states it prints, and prints only the first
+	// two: the one before any record and the one after the 1000th.
+	t.Setenv("FAIL_AT_END", "")
+	t.Setenv("STATES_TO_PRINT", "2")
+	t.Setenv("RESERIALISE", "1")
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("target printing two states: exit %d\n%s", code, out)
+	}
+	// Then all of them: the copy resumes after the 1000th row.
+	t.Setenv("STATES_TO_PRINT", "")
+	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
+		t.Fatalf("target printing every state: exit %d\n%s", code, out)
+	}
+	loads, last24h = report()
+	if len(loads) != 3 || loads[1].Rows != 1000 || sent(loads[1]) != 1500 || loads[2].Rows != 500 || sent(loads[2]) != 500 {
+		t.Fatalf("report: %+v", loads)
+	}
+	if last24h["t"] != 1500 {
+		t.Fatalf("rows loaded in 24 h: %v", last24h)
 	}
 }
 
@@ -463,6 +632,8 @@ destination: {type: jsonl, path: `+t.TempDir()+"}\n")
 		Loads []struct {
 			Stream   string `json:"stream"`
 			Duration string `json:"duration"`
+			Rows     int64  `json:"rows"`
+			RowsSent int64  `json:"rows_sent"`
 		} `json:"loads"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
@@ -475,6 +646,9 @@ destination: {type: jsonl, path: `+t.TempDir()+"}\n")
 			t.Fatal(err)
 		}
 		jobs[l.Stream] = d
+		if l.Rows != l.RowsSent {
+			t.Fatalf("%s: %d rows loaded of %d sent by a job that succeeded", l.Stream, l.Rows, l.RowsSent)
+		}
 	}
 	// a: at least one reading per record after its first; b: one record.
 	if jobs["a"] < 19*time.Second || jobs["b"] != 0 {

@@ -171,8 +171,10 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	syncErr := eng.Sync(ctx, catalog, state, singer.NewWriter(dest))
 	closeErr := dest.Close()
 	job.Durations = map[string]time.Duration{}
-	for stream, n := range dest.Rows() {
-		job.Rows[stream] = n
+	job.Sent = dest.Received()
+	loaded := dest.Rows()
+	for stream := range job.Sent {
+		job.Rows[stream] = loaded[stream]
 		if t := times[stream]; t != nil {
 			job.Durations[stream] = t.last.Sub(t.first)
 		}
@@ -188,6 +190,11 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	}
 	if closeErr == nil && len(skipped) == 0 && ctx.Err() != nil && errors.Is(syncErr, ctx.Err()) {
 		return errStopped
+	}
+	if closeErr != nil && errors.Is(syncErr, destination.ErrInputRefused) {
+		// The target stopped reading because it failed: its close error
+		// says why, the tap's write error only repeats that it stopped.
+		syncErr = nil
 	}
 	return errors.Join(append([]error{syncErr, closeErr}, skipped...)...)
 }

@@ -163,10 +163,11 @@ func TestPostgresStoreRoundTrips(t *testing.T) {
 		t.Fatalf("a failed commit changed the state: %s", got)
 	}
 
-	// Jobs, oldest first, whatever order they were recorded in.
+	// Jobs, oldest first, whatever order they were recorded in; job 2 is
+	// recorded as before the rows sent were kept.
 	at := time.Date(2024, 6, 1, 12, 0, 0, 123000000, time.UTC)
 	jobs := []runner.JobRecord{
-		{ID: 1, Started: at, Finished: at.Add(time.Minute), Status: "succeeded", Rows: map[string]int64{"a": 20, "b": 3},
+		{ID: 1, Started: at, Finished: at.Add(time.Minute), Status: "succeeded", Rows: map[string]int64{"a": 20, "b": 3}, Sent: map[string]int64{"a": 25, "b": 3},
 			Bookmarks: map[string]json.RawMessage{"b": json.RawMessage(`"2024-01-02T06:00:00+00:00"`)}},
 		{ID: 2, Started: at.Add(time.Hour), Finished: at.Add(time.Hour + time.Second), Status: "failed", Error: "boom\x00", Rows: map[string]int64{}},
 	}
@@ -596,7 +597,7 @@ destination:
 	if err := json.Unmarshal([]byte(reportJSON), &parsed); err != nil || code != 0 {
 		t.Fatalf("report --json: %v\n%s%s", err, reportJSON, stderr)
 	}
-	if parsed.Last24h["full_t"] != 40 || len(parsed.Loads) != 2 {
+	if parsed.Last24h["full_t"] != 40 || len(parsed.Loads) != 2 || parsed.Loads[0]["rows_sent"] != 20.0 || parsed.Loads[1]["rows_sent"] != 20.0 {
 		t.Fatalf("report: %s", reportJSON)
 	}
 	if code, report, _ := run("report"); code != 0 || !strings.Contains(report, "Bookmark Unavailable") {

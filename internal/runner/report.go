@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -14,11 +16,14 @@ type TableLoad struct {
 	Job      int       `json:"job"`
 	Finished time.Time `json:"finished"`
 	Stream   string    `json:"stream"`
-	Rows     int64     `json:"rows"`
-	Duration string    `json:"duration"`
-	Bookmark string    `json:"bookmark"`
-	Status   string    `json:"status"`
-	Error    string    `json:"error,omitempty"`
+	// Rows were loaded; RowsSent were sent to the destination, loaded or
+	// not, unknown (nil) for jobs recorded before it was kept.
+	Rows     int64  `json:"rows"`
+	RowsSent *int64 `json:"rows_sent,omitempty"`
+	Duration string `json:"duration"`
+	Bookmark string `json:"bookmark"`
+	Status   string `json:"status"`
+	Error    string `json:"error,omitempty"`
 }
 
 // LoadingReport lists per job and table what was loaded, and per table the
@@ -51,8 +56,12 @@ func Report(jobs []JobRecord, now time.Time) LoadingReport {
 					bookmark = text
 				}
 			}
-			r.Loads = append(r.Loads, TableLoad{Job: j.ID, Finished: j.Finished, Stream: s, Rows: j.Rows[s],
-				Duration: tableDuration(j, s).String(), Bookmark: bookmark, Status: j.Status, Error: j.Error})
+			load := TableLoad{Job: j.ID, Finished: j.Finished, Stream: s, Rows: j.Rows[s],
+				Duration: tableDuration(j, s).String(), Bookmark: bookmark, Status: j.Status, Error: j.Error}
+			if sent, ok := j.Sent[s]; ok {
+				load.RowsSent = &sent
+			}
+			r.Loads = append(r.Loads, load)
 			if now.Sub(j.Finished) <= 24*time.Hour {
 				r.Last24h[s] += j.Rows[s]
 			}
@@ -69,11 +78,17 @@ func (r LoadingReport) Print(w io.Writer, asJSON bool) error {
 		return enc.Encode(r)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFINISHED\tTABLE\tROWS\tDURATION\tMAX BOOKMARK\tSTATUS\tERROR")
+	fmt.Fprintln(tw, "JOB\tFINISHED\tTABLE\tROWS LOADED\tROWS SENT\tDURATION\tMAX BOOKMARK\tSTATUS\tERROR")
 	for _, l := range r.Loads {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", l.Job, l.Finished.Format(time.RFC3339), l.Stream, l.Rows, l.Duration, l.Bookmark, l.Status, l.Error)
+		sent := "-"
+		if l.RowsSent != nil {
+			sent = strconv.FormatInt(*l.RowsSent, 10)
+		}
+		// An error of several lines would break the table's rows.
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", l.Job, l.Finished.Format(time.RFC3339), l.Stream, l.Rows, sent,
+			l.Duration, l.Bookmark, l.Status, strings.ReplaceAll(l.Error, "\n", "; "))
 	}
-	fmt.Fprintln(tw, "\nTABLE\tROWS IN THE LAST 24 H")
+	fmt.Fprintln(tw, "\nTABLE\tROWS LOADED IN THE LAST 24 H")
 	tables := make([]string, 0, len(r.Last24h))
 	for t := range r.Last24h {
 		tables = append(tables, t)

@@ -27,6 +27,51 @@ func TestMain(m *testing.M) {
 	os.Exit(testpg.Run(m, &pg))
 }
 
+// TestReportOfOldJobRecords: job records written before the rows sent were
+// kept report their rows as loaded, the rows sent as unknown.
+func TestReportOfOldJobRecords(t *testing.T) {
+	dir := t.TempDir()
+	store, err := runner.OpenStore(context.Background(), dir, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	old := `{"id":1,"started":"2026-01-01T00:00:00Z","finished":"2026-01-01T00:01:00Z","status":"succeeded","rows":{"accounts":4},"durations":{"accounts":1000000}}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "old", "jobs.jsonl"), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.AppendJob(runner.JobRecord{ID: 2, Started: time.Date(2026, 1, 1, 1, 0, 0, 0, time.UTC), Finished: time.Date(2026, 1, 1, 1, 1, 0, 0, time.UTC),
+		Status: "failed", Error: "one\ntwo", Rows: map[string]int64{"accounts": 0}, Sent: map[string]int64{"accounts": 4}}); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := store.Jobs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text, asJSON bytes.Buffer
+	report := runner.Report(jobs, time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
+	if err := report.Print(&text, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := report.Print(&asJSON, true); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^1 +\S+ +accounts +4 +- +1ms +Bookmark Unavailable +succeeded *$`).MatchString(text.String()) ||
+		!regexp.MustCompile(`(?m)^2 +\S+ +accounts +0 +4 +1m0s +Bookmark Unavailable +failed +one; two$`).MatchString(text.String()) ||
+		!regexp.MustCompile(`(?m)^accounts +4$`).MatchString(text.String()) {
+		t.Fatalf("report:\n%s", text.String())
+	}
+	var parsed struct {
+		Loads []map[string]any `json:"loads"`
+	}
+	if err := json.Unmarshal(asJSON.Bytes(), &parsed); err != nil || len(parsed.Loads) != 2 {
+		t.Fatalf("report --json: %v\n%s", err, asJSON.String())
+	}
+	if _, ok := parsed.Loads[0]["rows_sent"]; ok || parsed.Loads[1]["rows_sent"] != 4.0 {
+		t.Fatalf("rows sent in the report: %s", asJSON.String())
+	}
+}
+
 func writeIntegration(t *testing.T, body string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "integration.yaml")
@@ -191,7 +236,7 @@ destination:
 	}
 	code, report, _ := run("report")
 	if code != 0 || !strings.Contains(report, "Bookmark Unavailable") || !strings.Contains(report, "  2024-03-01T00:00:00+00:00  ") ||
-		!strings.Contains(report, "ROWS IN THE LAST 24 H") {
+		!strings.Contains(report, "ROWS LOADED IN THE LAST 24 H") {
 		t.Fatalf("report:\n%s", report)
 	}
 	code, reportJSON, _ := run("report", "--json")

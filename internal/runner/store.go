@@ -121,12 +121,18 @@ func (s *dirStore) CommitState(state json.RawMessage) error {
 
 // JobRecord is one line of the job history.
 type JobRecord struct {
-	ID       int              `json:"id"`
-	Started  time.Time        `json:"started"`
-	Finished time.Time        `json:"finished"`
-	Status   string           `json:"status"`
-	Error    string           `json:"error,omitempty"`
-	Rows     map[string]int64 `json:"rows"`
+	ID       int       `json:"id"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Status   string    `json:"status"`
+	Error    string    `json:"error,omitempty"`
+	// Rows are the records loaded per stream, every stream sent included.
+	// Records written before Sent was kept counted, for a Singer target,
+	// the records sent to it.
+	Rows map[string]int64 `json:"rows"`
+	// Sent are the records sent to the destination per stream, loaded or
+	// not; nil in records written before it was kept.
+	Sent map[string]int64 `json:"sent,omitempty"`
 	// Durations are per stream, from its first record to its last.
 	Durations map[string]time.Duration `json:"durations,omitempty"`
 	// Bookmarks are INCREMENTAL streams' replication key values after the
