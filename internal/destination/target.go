@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -65,12 +67,15 @@ type sentState struct {
 // reads: it exited, and Close says why.
 var ErrInputRefused = errors.New("singer target stopped reading its input")
 
-// OpenSingerTarget starts command (program and arguments) and loads through it.
-func OpenSingerTarget(command []string, opts Options) (Destination, error) {
+// OpenSingerTarget starts command (program and arguments) and loads
+// through it. Its environment is TargetEnv's: env, and of the runner's
+// own only what is harmless.
+func OpenSingerTarget(command []string, env map[string]string, opts Options) (Destination, error) {
 	if len(command) == 0 {
 		return nil, errors.New("singer target: no command")
 	}
 	cmd := exec.Command(command[0], command[1:]...)
+	cmd.Env = TargetEnv(os.Environ(), env)
 	// Its own process group: a Ctrl-C at the terminal stops the runner,
 	// which ends the target's input so that it loads and prints its last
 	// state, instead of killing it at once.
@@ -292,6 +297,37 @@ func (t *singerTarget) Close() error {
 		return errors.Join(fmt.Errorf("%w: %w", ErrInputRefused, flushErr), t.stateErr)
 	}
 	return t.stateErr
+}
+
+// TargetEnv is a Singer target's environment: of the runner's (parent),
+// only what locates programs, users, locales, time zones, temporary
+// files, Python and CA certificates and proxies; then env. The runner's
+// secrets (PGPASSWORD, the store's location, DSNs, SSH passwords) stay
+// with it: a target is any program, and /proc/PID/environ is readable by
+// its user for as long as it runs.
+func TargetEnv(parent []string, env map[string]string) []string {
+	var out []string
+	for _, kv := range parent {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, own := env[name]; !own && passedToTargets(name) {
+			out = append(out, kv)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(env)) {
+		out = append(out, name+"="+env[name])
+	}
+	return out
+}
+
+func passedToTargets(name string) bool {
+	switch name {
+	case "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "TMPDIR", "LANG", "LANGUAGE",
+		"PYTHONPATH", "PYTHONHOME", "PYTHONIOENCODING", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV",
+		"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+		"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy":
+		return true
+	}
+	return strings.HasPrefix(name, "LC_")
 }
 
 // failureLines keeps, of a target's stderr, the lines that best say why it

@@ -38,7 +38,7 @@ func runTarget(t *testing.T, script, input string) targetRun {
 	t.Helper()
 	var run targetRun
 	var log bytes.Buffer
-	d, err := destination.OpenSingerTarget([]string{"sh", "-c", script}, destination.Options{
+	d, err := destination.OpenSingerTarget([]string{"sh", "-c", script}, nil, destination.Options{
 		Commit: func(state json.RawMessage) error {
 			run.commits = append(run.commits, string(state))
 			return nil

@@ -51,7 +51,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 	}
 	var integrations integrationFlags
 	fs.Var(&integrations, "integration", "integration file (YAML); serve takes several")
-	storeDir := fs.String("store", "tap-postgres-runs", "directory for committed state, job history and extraction logs")
+	storeDir := fs.String("store", "tap-postgres-runs", "store: a directory, or a postgres:// URL (then better given by "+storeEnv+" or --store-file, which ps does not show)")
+	storeFile := fs.String("store-file", "", "file holding the store's location (a postgres:// URL with its password)")
 	stream := fs.String("stream", "", "reset: the tap_stream_id to copy again")
 	jobID := fs.Int("job", 0, "logs: the job (default: the last)")
 	asJSON := fs.Bool("json", false, "report: JSON instead of tables")
@@ -61,6 +62,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		}
 		return 2
 	}
+	location, err := storeLocation(fs, *storeDir, *storeFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "CRITICAL usage: %s\n", oneLine(err))
+		return 2
+	}
+	*storeDir = location
 	if len(integrations) == 0 || args[0] != "serve" && len(integrations) > 1 {
 		fmt.Fprintln(stderr, "CRITICAL usage: --integration is required (once; serve takes several)")
 		return 2
@@ -197,6 +204,35 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 		return 1
 	}
 	return 0
+}
+
+// storeEnv holds the store's location when neither --store nor
+// --store-file is given: a password in a command line is in every user's
+// ps.
+const storeEnv = "TAP_POSTGRES_STORE"
+
+// storeLocation is the store from --store, --store-file or storeEnv, in
+// that order; two of the flags at once are refused.
+func storeLocation(fs *flag.FlagSet, flagValue, file string) (string, error) {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "store" })
+	switch {
+	case given && file != "":
+		return "", errors.New("--store and --store-file name the store twice; give one")
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--store-file: %w", err)
+		}
+		location := strings.TrimSpace(string(data))
+		if location == "" {
+			return "", fmt.Errorf("--store-file %s is empty", file)
+		}
+		return location, nil
+	case !given && os.Getenv(storeEnv) != "":
+		return strings.TrimSpace(os.Getenv(storeEnv)), nil
+	}
+	return flagValue, nil
 }
 
 // redactedStore names a store location without its password.

@@ -46,6 +46,24 @@ func childMain() (int, bool) {
 	return 0, false
 }
 
+// fakeTargetKnobs are the variables that steer fakeTarget.
+var fakeTargetKnobs = []string{envFakeTarget, "NOISY", "STATES_TO_PRINT", "FAIL_AFTER", "PAUSE_AT", "PAUSE_SECONDS", "RESERIALISE", "FAIL_AT_END"}
+
+// fakeTargetDestination is an integration's destination running this test
+// binary as the target: the knobs reach it through the destination's env,
+// as a target's own settings would, read when each job starts.
+func fakeTargetDestination(t *testing.T) string {
+	t.Helper()
+	var env []string
+	for _, knob := range fakeTargetKnobs {
+		if _, set := os.LookupEnv(knob); !set {
+			t.Setenv(knob, "")
+		}
+		env = append(env, fmt.Sprintf("%s: \"${%s}\"", knob, knob))
+	}
+	return fmt.Sprintf("destination: {type: singer, command: [%q, \"-test.run=^$\"], env: {%s}}\n", os.Args[0], strings.Join(env, ", "))
+}
+
 // fakeTarget is a minimal Singer target: it appends records to a file, and
 // at each STATE makes the file durable and prints the state, as Singer
 // targets do. With FAIL_AFTER=n it dies at its n-th record; with
@@ -61,6 +79,10 @@ func fakeTarget(path string) int {
 		return 1
 	}
 	fmt.Fprintln(os.Stderr, "fake target ready")
+	if err := os.WriteFile(path+".environ", []byte(strings.Join(os.Environ(), "\n")), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if os.Getenv("NOISY") != "" {
 		// What a careless target may print: log objects on stdout, and a
 		// stderr line longer than any log line.
@@ -300,10 +322,9 @@ func TestJobsIntoSingerTarget(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "records.jsonl")
 	t.Setenv(envFakeTarget, out)
 	store := t.TempDir()
-	integration := writeIntegration(t, "name: piped\n"+connectionYAML(db)+fmt.Sprintf(`default_replication_method: FULL_TABLE
+	integration := writeIntegration(t, "name: piped\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
 tables: [{schema: public, table: t}]
-destination: {type: singer, command: [%q, "-test.run=^$"]}
-`, os.Args[0]))
+`+fakeTargetDestination(t))
 
 	t.Setenv("FAIL_AFTER", "1500")
 	code, output := runMain(t, "run", "--integration", integration, "--store", store)
@@ -323,9 +344,24 @@ destination: {type: singer, command: [%q, "-test.run=^$"]}
 	}
 
 	t.Setenv("FAIL_AFTER", "")
+	// The runner's secrets stay with it; the target gets the harmless
+	// variables and its own.
+	t.Setenv("PGPASSWORD", "source-password-in-env")
+	t.Setenv("TAP_POSTGRES_STORE", store)
 	code, output = runMain(t, "run", "--integration", integration, "--store", store)
 	if code != 0 {
 		t.Fatalf("job: exit %d\n%s", code, output)
+	}
+	environ := "\n" + mustRead(t, out+".environ") + "\n"
+	for _, secret := range []string{"\nPGPASSWORD=", "\nRUNNER_TEST_PASSWORD=", "\nTAP_POSTGRES_STORE=", pg.Password} {
+		if strings.Contains(environ, secret) {
+			t.Errorf("the target's environment holds %q", secret)
+		}
+	}
+	for _, want := range []string{"\nPATH=", "\n" + envFakeTarget + "=" + out + "\n"} {
+		if !strings.Contains(environ, want) {
+			t.Errorf("the target's environment lacks %q", want)
+		}
 	}
 	records := strings.Count(mustRead(t, out), "\n")
 	// 1499 written before the failure, then the copy resumed after id 1000.
@@ -365,10 +401,9 @@ func TestSingerTargetLoadedRows(t *testing.T) {
 	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1500) g;`)
 	t.Setenv(envFakeTarget, filepath.Join(t.TempDir(), "records.jsonl"))
 	store := t.TempDir()
-	integration := writeIntegration(t, "name: counted\n"+connectionYAML(db)+fmt.Sprintf(`default_replication_method: FULL_TABLE
+	integration := writeIntegration(t, "name: counted\n"+connectionYAML(db)+`default_replication_method: FULL_TABLE
 tables: [{schema: public, table: t}]
-destination: {type: singer, command: [%q, "-test.run=^$"]}
-`, os.Args[0]))
+`+fakeTargetDestination(t))
 	type load struct {
 		Job      int    `json:"job"`
 		Stream   string `json:"stream"`
@@ -463,8 +498,7 @@ func TestSlowSingerTarget(t *testing.T) {
 	integration := writeIntegration(t, "name: slow\n"+connectionYAML(db)+fmt.Sprintf(`  slot_name: %s
 default_replication_method: LOG_BASED
 tables: [{schema: public, table: t}]
-destination: {type: singer, command: [%q, "-test.run=^$"]}
-`, slot, os.Args[0]))
+`, slot)+fakeTargetDestination(t))
 	if code, output := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
 		t.Fatalf("first job: exit %d\n%s", code, output)
 	}

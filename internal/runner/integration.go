@@ -66,12 +66,17 @@ type DestinationSpec struct {
 	DSN string `yaml:"dsn"`
 	// Command is the singer target's program and arguments.
 	Command []string `yaml:"command"`
+	// Env is what the singer target finds in its environment besides the
+	// runner's harmless variables (destination.TargetEnv): its own
+	// secrets, `${VAR}` read from the runner's environment.
+	Env map[string]string `yaml:"env"`
 	// BatchRows and BatchSeconds bound what postgres and jsonl hold before
 	// loading and committing (defaults 20000 rows, 60 s; and 64 MiB of records).
 	BatchRows    int `yaml:"batch_rows"`
 	BatchSeconds int `yaml:"batch_seconds"`
 
 	dsn string
+	env map[string]string
 }
 
 // LoadIntegration reads and checks an integration file; every problem is
@@ -188,16 +193,37 @@ func (d *DestinationSpec) validate() []error {
 		if len(d.Command) == 0 {
 			problems = append(problems, errors.New("destination: singer needs a command (the target's program and arguments)"))
 		}
+		env := make(map[string]any, len(d.Env))
+		for k, v := range d.Env {
+			env[k] = v
+		}
+		expanded, err := expandEnv(env)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("destination: env: %w", err))
+		}
+		d.env = make(map[string]string, len(expanded))
+		for k, v := range expanded {
+			if !envName.MatchString(k) {
+				problems = append(problems, fmt.Errorf("destination: env: %q is not a variable name", k))
+			}
+			d.env[k], _ = v.(string)
+		}
 	case "":
 		problems = append(problems, errors.New(`destination: "type" is required (postgres, jsonl or singer)`))
 	default:
 		problems = append(problems, fmt.Errorf("destination: type %q is not postgres, jsonl or singer", d.Type))
+	}
+	if len(d.Env) > 0 && d.Type != "singer" {
+		problems = append(problems, errors.New("destination: env is for a singer target's command"))
 	}
 	if d.BatchRows < 0 || d.BatchSeconds < 0 {
 		problems = append(problems, errors.New("destination: batch_rows and batch_seconds cannot be negative"))
 	}
 	return problems
 }
+
+// envName is an environment variable's name.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // expandEnv replaces ${VAR} in string values, nested ones (ssh_tunnel)
 // included; an unset variable is an error naming it (never its value).

@@ -250,7 +250,7 @@ func (in *Integration) openDestination(ctx context.Context, opts destination.Opt
 	case "postgres":
 		return destination.OpenPostgres(ctx, d.dsn, in.DestinationSchema(), in.owner(), opts)
 	case "singer":
-		return destination.OpenSingerTarget(d.Command, opts)
+		return destination.OpenSingerTarget(d.Command, d.env, opts)
 	default:
 		return destination.OpenJSONL(d.Path, opts)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -538,10 +539,24 @@ destination:
 		code := runner.Main(ctx, append(args, "--integration", integration, "--store", store), &stdout, &stderr, nil)
 		return code, stdout.String(), stderr.String()
 	}
-	for i := range 2 {
-		if code, _, stderr := run("run"); code != 0 {
-			t.Fatalf("job %d: exit %d\n%s", i+1, code, stderr)
+	// The jobs find the store, password and all, in a file and in the
+	// environment, where ps does not show it.
+	storeFile := filepath.Join(t.TempDir(), "store-location")
+	if err := os.WriteFile(storeFile, []byte(store+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, how := range [][]string{{"--store-file", storeFile}, nil} {
+		if how == nil {
+			t.Setenv("TAP_POSTGRES_STORE", store)
 		}
+		var stdout, stderr bytes.Buffer
+		if code := runner.Main(ctx, append([]string{"run", "--integration", integration}, how...), &stdout, &stderr, nil); code != 0 {
+			t.Fatalf("job %d (store from %v): exit %d\n%s", i+1, how, code, stderr.String())
+		}
+	}
+	var both bytes.Buffer
+	if code := runner.Main(ctx, []string{"jobs", "--integration", integration, "--store", store, "--store-file", storeFile}, io.Discard, &both, nil); code != 2 {
+		t.Fatalf("--store and --store-file together: exit %d, want 2\n%s", code, both.String())
 	}
 	if n := recordCount(readLines(t, filepath.Join(out, "full_t.jsonl"))); n != 40 {
 		t.Fatalf("full_t after two jobs: %d records", n)
