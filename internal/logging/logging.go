@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // LevelCritical is the level of the last line of a failed run.
@@ -50,7 +51,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	b.WriteString(h.prefix())
 	b.WriteString(LevelName(r.Level))
 	b.WriteByte(' ')
-	writeClean(&b, r.Message)
+	writeClean(&b, capped(r.Message))
 	b.WriteString(h.attrs)
 	r.Attrs(func(a slog.Attr) bool {
 		writeAttr(&b, a)
@@ -92,8 +93,23 @@ func writeAttr(b *strings.Builder, a slog.Attr) {
 // lines written without a logger.
 func Clean(s string) string {
 	var b strings.Builder
-	writeClean(&b, s)
+	writeClean(&b, capped(s))
 	return b.String()
+}
+
+// maxMessage bounds a line: one quoting a runaway input (a 200 MB name)
+// must not become a 200 MB line.
+const maxMessage = 64 << 10
+
+func capped(s string) string {
+	if len(s) <= maxMessage {
+		return s
+	}
+	cut := maxMessage
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes, cut)"
 }
 
 // CleanLines writes to w what it is given, each write one or more whole

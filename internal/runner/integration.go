@@ -9,9 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -82,9 +85,9 @@ type DestinationSpec struct {
 // LoadIntegration reads and checks an integration file; every problem is
 // reported at once.
 func LoadIntegration(path string) (*Integration, error) {
-	data, err := os.ReadFile(path)
+	data, err := readIntegrationFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read integration file: %w", err)
+		return nil, err
 	}
 	var in Integration
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -108,13 +111,50 @@ func LoadIntegration(path string) (*Integration, error) {
 	return &in, nil
 }
 
+// maxIntegrationBytes bounds an integration file: thousands of selected
+// tables fit, and a runaway file is refused before it is decoded.
+const maxIntegrationBytes = 4 << 20
+
+// maxNameChars bounds the integration's name, which every log line of its
+// jobs and the destination schema derive from.
+const maxNameChars = 200
+
+func readIntegrationFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read integration file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxIntegrationBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read integration file: %w", err)
+	}
+	if len(data) > maxIntegrationBytes {
+		return nil, fmt.Errorf("integration file %s is larger than %d MiB: refused", path, maxIntegrationBytes>>20)
+	}
+	return data, nil
+}
+
+// clip quotes a value from the file for an error, cut when long: an error
+// line must not grow with the input.
+func clip(s string) string {
+	const maxChars = 80
+	if utf8.RuneCountInString(s) <= maxChars {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(string([]rune(s)[:maxChars])) + fmt.Sprintf("…(%d bytes)", len(s))
+}
+
 func (in *Integration) validate() error {
 	var problems []error
 	if strings.TrimSpace(in.Name) == "" {
 		problems = append(problems, errors.New(`"name" is required`))
 	}
+	if n := utf8.RuneCountInString(in.Name); n > maxNameChars {
+		problems = append(problems, fmt.Errorf(`"name" %s has %d characters; at most %d`, clip(in.Name), n, maxNameChars))
+	}
 	if in.ID != "" && !regexp.MustCompile(`^[A-Za-z0-9_-]{1,100}$`).MatchString(in.ID) {
-		problems = append(problems, fmt.Errorf(`"id" %q may hold only letters, digits, "_" and "-"`, in.ID))
+		problems = append(problems, fmt.Errorf(`"id" %s may hold only letters, digits, "_" and "-", at most 100`, clip(in.ID)))
 	}
 	conn, err := expandEnv(in.Connection)
 	if err != nil {
@@ -156,12 +196,12 @@ func (in *Integration) validate() error {
 		case engine.MethodFullTable, engine.MethodLogBased:
 		case engine.MethodIncremental:
 			if t.ReplicationKey == "" {
-				problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): INCREMENTAL needs replication_key", i, t.Schema, t.Table))
+				problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): INCREMENTAL needs replication_key", i, clip(t.Schema), clip(t.Table)))
 			}
 		case "":
-			problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): no replication_method and no default_replication_method", i, t.Schema, t.Table))
+			problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): no replication_method and no default_replication_method", i, clip(t.Schema), clip(t.Table)))
 		default:
-			problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): replication_method %q is not FULL_TABLE, INCREMENTAL or LOG_BASED", i, t.Schema, t.Table, t.ReplicationMethod))
+			problems = append(problems, fmt.Errorf("tables[%d] (%s.%s): replication_method %s is not FULL_TABLE, INCREMENTAL or LOG_BASED", i, clip(t.Schema), clip(t.Table), clip(t.ReplicationMethod)))
 		}
 	}
 	if in.Schedule != (schedule.Spec{}) {
@@ -204,14 +244,14 @@ func (d *DestinationSpec) validate() []error {
 		d.env = make(map[string]string, len(expanded))
 		for k, v := range expanded {
 			if !envName.MatchString(k) {
-				problems = append(problems, fmt.Errorf("destination: env: %q is not a variable name", k))
+				problems = append(problems, fmt.Errorf("destination: env: %s is not a variable name", clip(k)))
 			}
 			d.env[k], _ = v.(string)
 		}
 	case "":
 		problems = append(problems, errors.New(`destination: "type" is required (postgres, jsonl or singer)`))
 	default:
-		problems = append(problems, fmt.Errorf("destination: type %q is not postgres, jsonl or singer", d.Type))
+		problems = append(problems, fmt.Errorf("destination: type %s is not postgres, jsonl or singer", clip(d.Type)))
 	}
 	if len(d.Env) > 0 && d.Type != "singer" {
 		problems = append(problems, errors.New("destination: env is for a singer target's command"))

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -314,6 +315,29 @@ colour: red
 		"field colour not found", "cannot unmarshal !!str `many`"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("validation output lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}
+
+// TestRunawayIntegrationFile: a huge file or name is refused with a short
+// line, before it is decoded.
+func TestRunawayIntegrationFile(t *testing.T) {
+	store := t.TempDir()
+	for name, tc := range map[string]struct {
+		body string
+		want string
+	}{
+		"5 MiB file":          {"name: x\n# " + strings.Repeat("x", 5<<20) + "\n", "is larger than 4 MiB: refused"},
+		"1 MB name":           {"name: " + strings.Repeat("n", 1<<20) + "\ndestination: {type: jsonl, path: /tmp/x}\ntables: [{schema: s, table: t}]\n", `characters; at most 200`},
+		"1 MB table in error": {"name: x\ndestination: {type: jsonl, path: /tmp/x}\ntables: [{schema: s, table: " + strings.Repeat("t", 1<<20) + "}]\n", "…(1048576 bytes)"},
+	} {
+		var stderr bytes.Buffer
+		code := runner.Main(context.Background(), []string{"check", "--integration", writeIntegration(t, tc.body), "--store", store}, io.Discard, &stderr, nil)
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%s: exit %d, stderr lacks %q:\n%.2000s", name, code, tc.want, stderr.String())
+		}
+		if stderr.Len() > 4096 {
+			t.Errorf("%s: %d bytes of stderr for one bad input", name, stderr.Len())
 		}
 	}
 }
