@@ -99,7 +99,7 @@ func Clean(s string) string {
 
 // maxMessage bounds a line: one quoting a runaway input (a 200 MB name)
 // must not become a 200 MB line.
-const maxMessage = 64 << 10
+const maxMessage = 256 << 10
 
 func capped(s string) string {
 	if len(s) <= maxMessage {

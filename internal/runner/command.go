@@ -94,7 +94,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			return 1
 		}
 	}
-	store, err := OpenStore(ctx, *storeDir, in.StoreKey())
+	store, err := openIntegrationStore(ctx, *storeDir, in)
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 		return 1
@@ -190,8 +190,17 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 	var mu sync.Mutex
 	shared := &lockedWriter{mu: &mu, w: stderr}
 	log := logging.NewExtraction(stderr, &mu, "main", time.Now)
+	owners := map[string]string{}
+	for _, in := range ins {
+		if other, taken := owners[in.StoreKey()]; taken {
+			fmt.Fprintf(stderr, "CRITICAL integrations %s and %s share the store key %s (names fold to lower case and \"_\"): give one an \"id\" of its own\n",
+				clip(other), clip(in.Name), in.StoreKey())
+			return 1
+		}
+		owners[in.StoreKey()] = in.Name
+	}
 	err := Serve(ctx, ins, systemClock{}, log, func(ctx context.Context, in *Integration) error {
-		store, err := OpenStore(ctx, storeDir, in.StoreKey())
+		store, err := openIntegrationStore(ctx, storeDir, in)
 		if err != nil {
 			return err
 		}
@@ -204,6 +213,31 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 		return 1
 	}
 	return 0
+}
+
+// openIntegrationStore opens in's part of the store, refused when another
+// integration's jobs wrote it: names that fold to one key ("Audit-PG",
+// "Audit PG") would otherwise share state and history. Nothing is read
+// or written for the refused one.
+func openIntegrationStore(ctx context.Context, location string, in *Integration) (Store, error) {
+	store, err := OpenStore(ctx, location, in.StoreKey())
+	if err != nil {
+		return nil, err
+	}
+	ran, err := store.Naming()
+	switch {
+	case err != nil:
+	case ran == nil || ran.Name == in.Name:
+		return store, nil
+	case in.ID != "":
+		err = fmt.Errorf("the integration with id %s ran as %s, the file says %s: the integration name cannot change once it has run (the destination schema is named after it); create a new integration instead",
+			in.ID, clip(ran.Name), clip(in.Name))
+	default:
+		err = fmt.Errorf("integration %s has the store key %s of integration %s, which has run (names fold to lower case and \"_\"): give it an \"id\" of its own, or another name; if it is %s renamed, the name cannot change once it has run",
+			clip(in.Name), in.StoreKey(), clip(ran.Name), clip(ran.Name))
+	}
+	store.Close()
+	return nil, err
 }
 
 // storeEnv holds the store's location when neither --store nor

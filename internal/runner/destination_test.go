@@ -293,7 +293,8 @@ destination:
 	// Renaming the integration onto the same store, or prefixing stream
 	// names with their schema, is refused.
 	renamed := writeIntegration(t, strings.Replace(mustRead(t, integration), "name: Prod DB", "name: prod db", 1))
-	if code, out := runMain(t, "run", "--integration", renamed, "--store", store); code != 1 || !strings.Contains(out, `the integration name cannot change once it has run: it ran as "Prod DB"`) {
+	if code, out := runMain(t, "run", "--integration", renamed, "--store", store); code != 1 || !strings.Contains(out, `integration "prod db" has the store key prod_db of integration "Prod DB", which has run`) ||
+		!strings.Contains(out, `if it is "Prod DB" renamed, the name cannot change once it has run`) {
 		t.Fatalf("renamed integration: exit %d\n%s", code, out)
 	}
 	prefixed := writeIntegration(t, strings.Replace(mustRead(t, integration), "  slot_name:", "  include_schemas_in_destination_stream_name: true\n  slot_name:", 1))

@@ -265,14 +265,11 @@ func checkNaming(in *Integration, store Store) (firstRun bool, err error) {
 	if err != nil || ran == nil {
 		return err == nil, err
 	}
-	var problems []error
-	if ran.Name != now.Name {
-		problems = append(problems, fmt.Errorf("the integration name cannot change once it has run: it ran as %q, the file says %q (the destination schema is named after it); create a new integration instead", ran.Name, now.Name))
-	}
+	// The name was checked when the store was opened (openIntegrationStore).
 	if ran.IncludeSchemasInDestinationStreamName != now.IncludeSchemasInDestinationStreamName {
-		problems = append(problems, fmt.Errorf("include_schemas_in_destination_stream_name cannot change once the integration has run (it ran with %t): destination table names would change; create a new integration instead", ran.IncludeSchemasInDestinationStreamName))
+		return false, fmt.Errorf("include_schemas_in_destination_stream_name cannot change once the integration has run (it ran with %t): destination table names would change; create a new integration instead", ran.IncludeSchemasInDestinationStreamName)
 	}
-	return false, errors.Join(problems...)
+	return false, nil
 }
 
 // owner names the integration in the destination's tables: its name,

@@ -410,3 +410,59 @@ destination: {type: jsonl, path: %s}
 		}
 	}
 }
+
+// TestStoreKeyCollisionRefused: two integrations whose names fold to one
+// store key do not share state and history; every command of the second
+// is refused before it reads or writes anything, in either store.
+func TestStoreKeyCollisionRefused(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	testpg.Exec(t, pg, db, `CREATE TABLE t (id integer PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 5);`)
+	file := func(name string) string {
+		return writeIntegration(t, "name: "+name+"\n"+connectionYAML(db)+fmt.Sprintf(`default_replication_method: FULL_TABLE
+tables: [{schema: public, table: t}]
+destination: {type: jsonl, path: %s}
+`, t.TempDir()))
+	}
+	first, second := file("Audit-PG"), file("Audit PG")
+	for _, store := range []string{t.TempDir(), storeURL(testpg.NewDatabase(t, pg), "")} {
+		run := func(integration string, args ...string) (int, string, string) {
+			var stdout, stderr bytes.Buffer
+			code := runner.Main(context.Background(), append(args, "--integration", integration, "--store", store), &stdout, &stderr, nil)
+			return code, stdout.String(), stderr.String()
+		}
+		if code, _, stderr := run(first, "run"); code != 0 {
+			t.Fatalf("first integration's job: exit %d\n%s", code, stderr)
+		}
+		_, jobsBefore, _ := run(first, "jobs")
+		stateOf := func() string {
+			s, err := runner.OpenStore(context.Background(), store, "audit_pg")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			state, err := s.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(state)
+			return string(b)
+		}
+		stateBefore := stateOf()
+		for _, args := range [][]string{{"run"}, {"jobs"}, {"logs"}, {"report"}, {"reset", "--stream", db + "-public-t"}} {
+			code, stdout, stderr := run(second, args...)
+			if code != 1 || !strings.Contains(stderr, `integration "Audit PG" has the store key audit_pg of integration "Audit-PG", which has run`) || stdout != "" {
+				t.Errorf("%v of the colliding integration: exit %d\n%s%s", args, code, stdout, stderr)
+			}
+		}
+		if _, jobsAfter, _ := run(first, "jobs"); jobsAfter != jobsBefore {
+			t.Errorf("the first integration's history changed:\n%s\nnow:\n%s", jobsBefore, jobsAfter)
+		}
+		if stateAfter := stateOf(); stateAfter != stateBefore || !strings.Contains(stateAfter, "version") {
+			t.Errorf("the first integration's state changed:\n%s\nnow:\n%s", stateBefore, stateAfter)
+		}
+		if code, _, stderr := run(first, "reset", "--stream", db+"-public-t"); code != 0 {
+			t.Errorf("the first integration's own reset: exit %d\n%s", code, stderr)
+		}
+	}
+}
