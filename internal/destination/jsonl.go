@@ -15,9 +15,12 @@ import (
 )
 
 // jsonlLoader appends each stream's messages to its own JSON-lines file and
-// makes the files durable (fsync, directory included) on flush.
+// makes the files durable (fsync, directory included) on flush. The
+// records are the source's rows: the directory and files are private to
+// the process's user and never opened through a symbolic link (package
+// durable).
 type jsonlLoader struct {
-	dir   string
+	dir   *durable.Dir
 	files map[string]*streamFile
 	// streamOfFile catches two streams whose names make one file name.
 	streamOfFile map[string]string
@@ -31,10 +34,11 @@ type streamFile struct {
 
 // OpenJSONL loads into one `<stream>.jsonl` file per stream under dir.
 func OpenJSONL(dir string, opts Options) (Destination, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	private, err := durable.OpenDir(dir)
+	if err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
-	return newBatching(&jsonlLoader{dir: dir, files: map[string]*streamFile{}, streamOfFile: map[string]string{}, fence: opts.Fence}, opts), nil
+	return newBatching(&jsonlLoader{dir: private, files: map[string]*streamFile{}, streamOfFile: map[string]string{}, fence: opts.Fence}, opts), nil
 }
 
 func (d *jsonlLoader) schema(m *message) error          { return d.append(m) }
@@ -67,19 +71,19 @@ func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 		return nil, fmt.Errorf("jsonl destination: streams %q and %q would share file %s.jsonl", other, stream, name)
 	}
 	d.streamOfFile[name] = stream
-	path := filepath.Join(d.dir, name+".jsonl")
-	if holder, err := firstStream(path); err != nil {
+	fileName := name + ".jsonl"
+	if holder, err := d.firstStream(fileName); err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	} else if holder != "" && holder != stream {
-		return nil, fmt.Errorf("jsonl destination: stream %q would write to %s, which holds stream %q", stream, path, holder)
+		return nil, fmt.Errorf("jsonl destination: stream %q would write to %s, which holds stream %q", stream, filepath.Join(d.dir.Path(), fileName), holder)
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := d.dir.OpenFile(fileName, os.O_CREATE|os.O_APPEND|os.O_WRONLY)
 	if err != nil {
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
 	// The new file's directory entry must be durable before a state that
 	// covers its lines is committed.
-	if err := durable.SyncDir(d.dir); err != nil {
+	if err := d.dir.Sync(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
@@ -123,14 +127,17 @@ func (d *jsonlLoader) close() error {
 			err = cerr
 		}
 	}
+	if cerr := d.dir.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 
-// firstStream is the stream of a file's first message ("" for a file that
-// is missing or holds none yet), so that a later job's stream whose name
-// makes the same file name is caught.
-func firstStream(path string) (string, error) {
-	f, err := os.Open(path)
+// firstStream is the stream of the first message of the file name ("" for
+// a file that is missing or holds none yet), so that a later job's stream
+// whose name makes the same file name is caught.
+func (d *jsonlLoader) firstStream(name string) (string, error) {
+	f, err := d.dir.OpenFile(name, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}

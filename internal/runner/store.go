@@ -62,20 +62,42 @@ func OpenStore(ctx context.Context, location, integration string) (Store, error)
 	return openDirStore(location, integration)
 }
 
-// dirStore keeps the store in a directory on local disk.
+// dirStore keeps the store in a directory on local disk, private to the
+// process's user and never read or written through a symbolic link
+// (package durable): the state decides what the next job extracts, and the
+// logs and history tell what was.
 type dirStore struct {
-	dir string
+	dir  *durable.Dir
+	logs *durable.Dir
 }
+
+// The files of an integration's directory.
+const (
+	stateFile  = "state.json"
+	jobsFile   = "jobs.jsonl"
+	namingFile = "naming.json"
+	lockFile   = "lock"
+)
 
 func openDirStore(root, integration string) (*dirStore, error) {
-	dir := filepath.Join(root, integration)
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+	rootDir, err := durable.OpenDir(root)
+	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return &dirStore{dir: dir}, nil
+	defer rootDir.Close()
+	dir, err := rootDir.Sub(integration)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	logs, err := dir.Sub("logs")
+	if err != nil {
+		dir.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return &dirStore{dir: dir, logs: logs}, nil
 }
 
-func (s *dirStore) Close() error { return nil }
+func (s *dirStore) Close() error { return errors.Join(s.logs.Close(), s.dir.Close()) }
 
 // Held: a kernel lock stays held as long as its holder lives.
 func (s *dirStore) Held() error { return nil }
@@ -83,7 +105,7 @@ func (s *dirStore) Held() error { return nil }
 // Lock is the kernel's (flock on an open file), so it goes away with the
 // process that held it.
 func (s *dirStore) Lock(context.Context) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := s.dir.OpenFile(lockFile, os.O_CREATE|os.O_RDWR)
 	if err != nil {
 		return nil, fmt.Errorf("job lock: %w", err)
 	}
@@ -97,10 +119,8 @@ func (s *dirStore) Lock(context.Context) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-func (s *dirStore) statePath() string { return filepath.Join(s.dir, "state.json") }
-
 func (s *dirStore) State() (*singer.State, error) {
-	data, err := os.ReadFile(s.statePath())
+	data, err := s.dir.ReadFile(stateFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return singer.NewState(), nil
 	}
@@ -113,7 +133,7 @@ func (s *dirStore) State() (*singer.State, error) {
 // CommitState writes a new file and renames it over the old: a crash
 // leaves either the old state or the new one.
 func (s *dirStore) CommitState(state json.RawMessage) error {
-	if err := durable.WriteFile(s.statePath(), state); err != nil {
+	if err := s.dir.WriteFile(stateFile, state); err != nil {
 		return fmt.Errorf("commit state: %w", err)
 	}
 	return nil
@@ -140,10 +160,8 @@ type JobRecord struct {
 	Bookmarks map[string]json.RawMessage `json:"bookmarks,omitempty"`
 }
 
-func (s *dirStore) jobsPath() string { return filepath.Join(s.dir, "jobs.jsonl") }
-
 func (s *dirStore) Jobs() ([]JobRecord, error) {
-	f, err := os.Open(s.jobsPath())
+	f, err := s.dir.OpenFile(jobsFile, os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -176,13 +194,16 @@ func (s *dirStore) NextJobID() (int, error) {
 	for _, j := range jobs {
 		next = max(next, j.ID+1)
 	}
-	logs, err := filepath.Glob(filepath.Join(s.dir, "logs", "job-*.log"))
+	logs, err := s.logs.Names()
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("list extraction logs: %w", err)
 	}
 	for _, l := range logs {
+		if isLog, _ := filepath.Match("job-*.log", l); !isLog {
+			continue
+		}
 		var id int
-		if _, err := fmt.Sscanf(filepath.Base(l), "job-%d.log", &id); err == nil {
+		if _, err := fmt.Sscanf(l, "job-%d.log", &id); err == nil {
 			next = max(next, id+1)
 		}
 	}
@@ -195,7 +216,7 @@ func (s *dirStore) AppendJob(j JobRecord) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(s.jobsPath(), os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
+	f, err := s.dir.OpenFile(jobsFile, os.O_CREATE|os.O_RDWR|os.O_APPEND)
 	if err != nil {
 		return fmt.Errorf("record job: %w", err)
 	}
@@ -213,12 +234,10 @@ func (s *dirStore) AppendJob(j JobRecord) error {
 	return f.Close()
 }
 
-func (s *dirStore) logPath(id int) string {
-	return filepath.Join(s.dir, "logs", fmt.Sprintf("job-%06d.log", id))
-}
+func logName(id int) string { return fmt.Sprintf("job-%06d.log", id) }
 
 func (s *dirStore) CreateLog(id int) (io.WriteCloser, error) {
-	f, err := os.Create(s.logPath(id))
+	f, err := s.logs.OpenFile(logName(id), os.O_CREATE|os.O_TRUNC|os.O_WRONLY)
 	if err != nil {
 		return nil, fmt.Errorf("extraction log: %w", err)
 	}
@@ -226,17 +245,18 @@ func (s *dirStore) CreateLog(id int) (io.WriteCloser, error) {
 }
 
 func (s *dirStore) ReadLog(id int) ([]byte, error) {
-	data, err := os.ReadFile(s.logPath(id))
-	if err != nil {
+	data, err := s.logs.ReadFile(logName(id))
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no extraction log for job %d", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read extraction log of job %d: %w", id, err)
 	}
 	return data, nil
 }
 
-func (s *dirStore) namingPath() string { return filepath.Join(s.dir, "naming.json") }
-
 func (s *dirStore) Naming() (*Naming, error) {
-	data, err := os.ReadFile(s.namingPath())
+	data, err := s.dir.ReadFile(namingFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -245,7 +265,7 @@ func (s *dirStore) Naming() (*Naming, error) {
 	}
 	var n Naming
 	if err := json.Unmarshal(data, &n); err != nil {
-		return nil, fmt.Errorf("read naming settings %s: %w", s.namingPath(), err)
+		return nil, fmt.Errorf("read naming settings %s: %w", filepath.Join(s.dir.Path(), namingFile), err)
 	}
 	return &n, nil
 }
@@ -255,5 +275,8 @@ func (s *dirStore) SaveNaming(n Naming) error {
 	if err != nil {
 		return err
 	}
-	return durable.WriteFile(s.namingPath(), data)
+	if err := s.dir.WriteFile(namingFile, data); err != nil {
+		return fmt.Errorf("save naming settings: %w", err)
+	}
+	return nil
 }
