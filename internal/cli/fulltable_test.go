@@ -569,3 +569,44 @@ func TestCompositeKeyResumeAndJSONObjects(t *testing.T) {
 		t.Fatal("the resumed copy repeated the last emitted key")
 	}
 }
+
+// TestStateInterval: with the default state_interval_seconds, hundreds of
+// small tables make a handful of STATEs, not three each, and the last one
+// holds every bookmark; bookmarks of this database's streams the catalog
+// no longer lists are dropped (said in the log), other databases' kept.
+func TestStateInterval(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	const tables = 300
+	testpg.Exec(t, pg, db, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP
+		EXECUTE format('CREATE TABLE t%%s (id integer PRIMARY KEY); INSERT INTO t%%s VALUES (1)', i, i);
+	END LOOP; END $$`, tables))
+	cfg := configFor(db, nil)
+	delete(cfg, "state_interval_seconds")
+	cfgPath := writeFile(t, "config.json", cfg)
+	catalog := fullTableCatalog(t, cfgPath)
+	state := writeFile(t, "state.json", map[string]any{"bookmarks": map[string]any{
+		db + "-public-gone1": map[string]any{"version": 1}, db + "-public-gone2": map[string]any{"version": 2},
+		"otherdb-public-kept": map[string]any{"lsn": 123},
+	}})
+	r := runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catalog, "--state", state)
+	if r.code != 0 {
+		t.Fatalf("sync exited %d:\n%s", r.code, r.stderr)
+	}
+	var states int
+	for _, m := range r.messages {
+		if m["type"] == "STATE" {
+			states++
+		}
+	}
+	if states > 10 {
+		t.Errorf("%d STATE messages for %d one-row tables, want a few", states, tables)
+	}
+	books := lastState(t, r.messages)["bookmarks"].(map[string]any)
+	if len(books) != tables+1 || books["otherdb-public-kept"] == nil || books[db+"-public-gone1"] != nil {
+		t.Errorf("last state has %d bookmarks (other database's: %v, dropped stream's: %v), want %d and only the other database's kept",
+			len(books), books["otherdb-public-kept"], books[db+"-public-gone1"], tables+1)
+	}
+	if !strings.Contains(r.stderr, "state: dropped the bookmarks of 2 streams the catalog no longer lists") {
+		t.Errorf("no log line about the dropped bookmarks:\n%s", r.stderr)
+	}
+}

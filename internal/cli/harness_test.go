@@ -94,9 +94,11 @@ func writeFile(t *testing.T, name string, v any) string {
 
 // configFor is a config for db as superuser, plus extra keys.
 func configFor(db string, extra map[string]any) map[string]any {
+	// Every STATE the record cadence makes, not one per 5 s: the tests
+	// look at each (TestStateInterval checks the default spacing).
 	cfg := map[string]any{
 		"host": pg.Host, "port": pg.Port, "user": pg.User, "password": pg.Password,
-		"dbname": db, "filter_dbs": db,
+		"dbname": db, "filter_dbs": db, "state_interval_seconds": 0,
 	}
 	for k, v := range extra {
 		cfg[k] = v

@@ -92,14 +92,14 @@ func TestSSHTunnel(t *testing.T) {
 			extra map[string]any
 			want  string
 		}{
-			"changed host key":   {map[string]any{"private_key": sshd.ClientKey, "known_hosts": sshd.OtherHostKnownHosts}, "not in known_hosts: refusing"},
-			"revoked host key":   {map[string]any{"private_key": sshd.ClientKey, "known_hosts": "@revoked " + sshd.KnownHosts + "\n" + sshd.KnownHosts}, "is revoked in known_hosts: refusing"},
+			"changed host key": {map[string]any{"private_key": sshd.ClientKey, "known_hosts": sshd.OtherHostKnownHosts}, "not in known_hosts: refusing"},
+			"revoked host key": {map[string]any{"private_key": sshd.ClientKey, "known_hosts": "@revoked " + sshd.KnownHosts + "\n" + sshd.KnownHosts}, "is revoked in known_hosts: refusing"},
 			// A CA key signs host certificates; it is no host's plain key.
 			"cert-authority line": {map[string]any{"private_key": sshd.ClientKey, "known_hosts": "@cert-authority " + sshd.KnownHosts}, "not in known_hosts: refusing"},
-			"wrong fingerprint":  {map[string]any{"private_key": sshd.ClientKey, "host_key_fingerprint": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "does not match host_key_fingerprint"},
-			"missing passphrase": {map[string]any{"private_key": sshd.ClientKeyEncrypted, "known_hosts": sshd.KnownHosts}, "encrypted and no passphrase"},
-			"unauthorised key":   {map[string]any{"private_key": sshd.ClientKeyEncrypted, "passphrase": "wrong-passphrase", "known_hosts": sshd.KnownHosts}, "private_key cannot be read"},
-			"wrong password":     {map[string]any{"password": "S3cr3t-tunnel-pw", "known_hosts": sshd.KnownHosts}, "unable to authenticate"},
+			"wrong fingerprint":   {map[string]any{"private_key": sshd.ClientKey, "host_key_fingerprint": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "does not match host_key_fingerprint"},
+			"missing passphrase":  {map[string]any{"private_key": sshd.ClientKeyEncrypted, "known_hosts": sshd.KnownHosts}, "encrypted and no passphrase"},
+			"unauthorised key":    {map[string]any{"private_key": sshd.ClientKeyEncrypted, "passphrase": "wrong-passphrase", "known_hosts": sshd.KnownHosts}, "private_key cannot be read"},
+			"wrong password":      {map[string]any{"password": "S3cr3t-tunnel-pw", "known_hosts": sshd.KnownHosts}, "unable to authenticate"},
 		} {
 			r := runTap(t, cli.Env{}, "--config", writeFile(t, "bad.json", tunnel(tc.extra)), "--discover")
 			last := lastLine(r.stderr)

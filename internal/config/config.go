@@ -127,7 +127,10 @@ type Config struct {
 	LogicalPollTotal time.Duration
 	BreakAtEndLSN    bool // default true
 	// MaxRun is key max_run_seconds; default 43200s.
-	MaxRun                time.Duration
+	MaxRun time.Duration
+	// StateInterval is key state_interval_seconds, the least time between
+	// two STATE messages but the last; default 5s, 0 for every one.
+	StateInterval         time.Duration
 	MaxParallelStreams    int // default 1
 	IterSize              int // key itersize; default 20000
 	Wal2jsonMessageFormat int // default 2
@@ -151,6 +154,7 @@ const (
 	defaultConnectTimeout     = 30 * time.Second
 	defaultLogicalPollTotal   = 1800 * time.Second
 	defaultMaxRun             = 43200 * time.Second
+	defaultStateInterval      = 5 * time.Second
 	defaultMaxParallelStreams = 1
 	defaultIterSize           = 20000
 	defaultWal2jsonFormat     = 2
@@ -169,6 +173,7 @@ func defaults() Config {
 		LogicalPollTotal:      defaultLogicalPollTotal,
 		BreakAtEndLSN:         true,
 		MaxRun:                defaultMaxRun,
+		StateInterval:         defaultStateInterval,
 		MaxParallelStreams:    defaultMaxParallelStreams,
 		IterSize:              defaultIterSize,
 		Wal2jsonMessageFormat: defaultWal2jsonFormat,
@@ -229,6 +234,7 @@ func Parse(data []byte) (Config, []string, error) {
 		{"logical_poll_total_seconds", &c.LogicalPollTotal},
 		{"break_at_end_lsn", &c.BreakAtEndLSN},
 		{"max_run_seconds", &c.MaxRun},
+		{"state_interval_seconds", &c.StateInterval},
 		{"max_parallel_streams", &c.MaxParallelStreams},
 		{"itersize", &c.IterSize},
 		{"wal2json_message_format", &c.Wal2jsonMessageFormat},
@@ -325,6 +331,9 @@ func (c Config) problems() []*keyError {
 	}
 	positive("logical_poll_total_seconds", c.LogicalPollTotal)
 	positive("max_run_seconds", c.MaxRun)
+	if c.StateInterval < 0 {
+		add("state_interval_seconds", "cannot be negative")
+	}
 	atLeastOne("max_parallel_streams", c.MaxParallelStreams)
 	atLeastOne("itersize", c.IterSize)
 	if c.Wal2jsonMessageFormat != 1 && c.Wal2jsonMessageFormat != 2 {

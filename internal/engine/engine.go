@@ -7,6 +7,7 @@ package engine
 import (
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
@@ -23,10 +24,11 @@ const metricEvery = 60 * time.Second
 
 // Engine runs discovery and syncs for one config.
 type Engine struct {
-	cfg   config.Config
-	conn  *connect.Connector
-	log   *slog.Logger
-	clock func() time.Time
+	cfg    config.Config
+	conn   *connect.Connector
+	log    *slog.Logger
+	clock  func() time.Time
+	states *stateCadence
 }
 
 // New prepares an engine. clock is injected so tests control versions and
@@ -35,7 +37,8 @@ func New(cfg config.Config, log *slog.Logger, clock func() time.Time) *Engine {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Engine{cfg: cfg, conn: connect.New(cfg, log), log: log, clock: clock}
+	return &Engine{cfg: cfg, conn: connect.New(cfg, log), log: log, clock: clock,
+		states: &stateCadence{every: cfg.StateInterval, clock: clock}}
 }
 
 // Close releases what connections share (the SSH tunnel).
@@ -78,8 +81,43 @@ func (m *metrics) flush() {
 	m.lastSent = m.clock()
 }
 
+// stateCadence spaces STATE messages at least every apart. Each carries
+// the whole state, so with thousands of streams a STATE at every stream
+// event would make the output grow as streams × events (10,000 one-row
+// tables: 16 GB); one skipped costs nothing, as the next carries its
+// bookmarks too and its records are already ahead of it.
+type stateCadence struct {
+	mu    sync.Mutex
+	every time.Duration
+	clock func() time.Time
+	last  time.Time
+}
+
+// write emits st when the interval has passed since the last STATE.
+func (c *stateCadence) write(out *singer.Writer, st *singer.State) error {
+	c.mu.Lock()
+	now := c.clock()
+	due := c.last.IsZero() || now.Sub(c.last) >= c.every
+	if due {
+		c.last = now
+	}
+	c.mu.Unlock()
+	if !due {
+		return nil
+	}
+	return writeState(out, st)
+}
+
+// force emits st now: the end of a run or of a database's stream.
+func (c *stateCadence) force(out *singer.Writer, st *singer.State) error {
+	c.mu.Lock()
+	c.last = c.clock()
+	c.mu.Unlock()
+	return writeState(out, st)
+}
+
 // writeState emits STATE; the writer flushes, so the records it covers are
-// out first.
+// out first. Callers go through a stateCadence.
 func writeState(out *singer.Writer, st *singer.State) error {
 	if err := out.WriteState(st); err != nil {
 		return fmt.Errorf("write STATE: %w", err)

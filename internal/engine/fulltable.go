@@ -70,7 +70,7 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 				return err
 			}
 		}
-		return writeState(out, st)
+		return e.states.write(out, st)
 	})
 	if err != nil {
 		return err
@@ -91,7 +91,7 @@ func (e *Engine) copyStream(ctx context.Context, p *streamPlan, sk *sink, snapsh
 			return err
 		}
 		sk.finished(p.id)
-		return writeState(out, st)
+		return e.states.write(out, st)
 	})
 }
 

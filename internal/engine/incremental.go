@@ -43,7 +43,7 @@ func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, sk *sink) e
 		if err := out.WriteActivateVersion(p.name, bm.Version); err != nil {
 			return err
 		}
-		return writeState(out, st)
+		return e.states.write(out, st)
 	})
 	if err != nil {
 		return err
@@ -92,7 +92,7 @@ func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, sk *sink) e
 	e.log.Info(fmt.Sprintf("stream %s: %d rows at or after the bookmark; bookmark now %s", p.id, n, bm.ReplicationKeyValue))
 	return sk.do(func(out *singer.Writer, st *singer.State) error {
 		sk.finished(p.id)
-		return writeState(out, st)
+		return e.states.write(out, st)
 	})
 }
 

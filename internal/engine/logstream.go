@@ -901,7 +901,7 @@ func (r *logRun) uniqueStreams() []*logStream {
 func (r *logRun) writeState() error {
 	r.sinceState = 0
 	r.lastState = r.e.clock()
-	return writeState(r.out, r.state)
+	return r.e.states.write(r.out, r.state)
 }
 
 // finish stops between transactions. With every received change emitted,
@@ -917,5 +917,6 @@ func (r *logRun) finish(reason string, lastKeepalive logical.LSN) error {
 		ls.bm.LSN = max(ls.bm.LSN, uint64(lastKeepalive))
 	}
 	r.e.log.Info(fmt.Sprintf("database %q: stopped streaming (%s) after %d records", r.ld.name, reason, r.emitted))
-	return r.writeState()
+	r.sinceState = 0
+	return r.e.states.force(r.out, r.state)
 }

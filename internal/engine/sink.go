@@ -13,16 +13,17 @@ import (
 // all under one lock, so that no STATE ever claims more than went out and
 // each stream's messages stay in order.
 type sink struct {
-	mu    sync.Mutex
-	out   *singer.Writer
-	state *singer.State
+	mu     sync.Mutex
+	out    *singer.Writer
+	state  *singer.State
+	states *stateCadence
 	// inProgress are the copies running now; currently_syncing names the
 	// first of them by tap_stream_id.
 	inProgress []string
 }
 
-func newSink(out *singer.Writer, state *singer.State) *sink {
-	return &sink{out: out, state: state}
+func newSink(out *singer.Writer, state *singer.State, states *stateCadence) *sink {
+	return &sink{out: out, state: state, states: states}
 }
 
 // do runs f with the writer and state to itself.
@@ -44,7 +45,7 @@ func (s *sink) emit(batch []byte, update func(st *singer.State)) error {
 		if update != nil {
 			update(st)
 		}
-		return writeState(out, st)
+		return s.states.write(out, st)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tap-postgres/tap-postgres/internal/connect"
@@ -22,6 +23,7 @@ func (e *Engine) sync(ctx context.Context, catalog *singer.Catalog, state *singe
 	// The acknowledgement may only confirm what the target had committed:
 	// the state as given, before this run changes it.
 	startState := state.Clone()
+	e.dropBookmarksNotIn(catalog, state)
 	plans, err := e.planSelected(catalog)
 	if err != nil {
 		return err
@@ -46,7 +48,7 @@ func (e *Engine) sync(ctx context.Context, catalog *singer.Catalog, state *singe
 	if err != nil {
 		return err
 	}
-	if err := e.syncStreams(ctx, interruptedFirst(plans, state), newSink(out, state)); err != nil {
+	if err := e.syncStreams(ctx, interruptedFirst(plans, state), newSink(out, state, e.states)); err != nil {
 		return err
 	}
 	for _, ld := range logDBs {
@@ -58,7 +60,42 @@ func (e *Engine) sync(ctx context.Context, catalog *singer.Catalog, state *singe
 			return err
 		}
 	}
-	return writeState(out, state)
+	return e.states.force(out, state)
+}
+
+// dropBookmarksNotIn forgets the bookmarks of streams of the catalog's
+// databases that it no longer lists (tables dropped, or no longer
+// discovered): every STATE carries the whole state, and one of 50 MB would
+// make each STATE as big. Bookmarks of other databases stay, for a state
+// shared by runs of several catalogs.
+func (e *Engine) dropBookmarksNotIn(catalog *singer.Catalog, state *singer.State) {
+	listed := make(map[string]bool, len(catalog.Streams))
+	var databases []string
+	for _, s := range catalog.Streams {
+		listed[s.TapStreamID] = true
+		if db, err := s.TableMeta().String(singer.MetaDatabaseName); err == nil && db != "" && !slices.Contains(databases, db) {
+			databases = append(databases, db)
+		}
+	}
+	var dropped []string
+	for id := range state.Bookmarks {
+		ofListedDatabase := slices.ContainsFunc(databases, func(db string) bool { return strings.HasPrefix(id, db+"-") })
+		if ofListedDatabase && !listed[id] {
+			dropped = append(dropped, id)
+			delete(state.Bookmarks, id)
+		}
+	}
+	if len(dropped) == 0 {
+		return
+	}
+	slices.Sort(dropped)
+	shown := dropped[:min(len(dropped), 10)]
+	more := ""
+	if len(dropped) > len(shown) {
+		more = fmt.Sprintf(" and %d more", len(dropped)-len(shown))
+	}
+	e.log.Info(fmt.Sprintf("state: dropped the bookmarks of %d streams the catalog no longer lists (a stream listed again is copied afresh): %s%s",
+		len(dropped), strings.Join(shown, ", "), more))
 }
 
 // resetChangedBookmark wipes a stream's bookmark when its replication method

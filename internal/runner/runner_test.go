@@ -100,6 +100,8 @@ func newSlot(t *testing.T, db, slot string) {
 	})
 }
 
+// connectionYAML asks for every STATE the record cadence makes: the tests
+// count on them as commit points.
 func connectionYAML(db string) string {
 	return fmt.Sprintf(`connection:
   host: %s
@@ -108,6 +110,7 @@ func connectionYAML(db string) string {
   password: ${RUNNER_TEST_PASSWORD}
   dbname: %s
   filter_dbs: %s
+  state_interval_seconds: 0
 `, pg.Host, pg.Port, pg.User, db, db)
 }
 
