@@ -82,6 +82,9 @@ type logRun struct {
 	// scratch holds the commit time's text on its way to JSON.
 	scratch    []byte
 	inTx       bool
+	// txBegin is where the current transaction begins, lastCommit where
+	// the last one received whole ends: what a failing stream points at.
+	txBegin, lastCommit logical.LSN
 	sinceState int
 	lastState  time.Time
 	emitted    int64
@@ -164,7 +167,7 @@ func (e *Engine) newLogRun(ld *logDatabase, catalog *singer.Catalog, state *sing
 // transactions. end is the WAL position at the start of streaming. Reading
 // goes on after a stop signal (ctx) until the current transaction's commit.
 func (r *logRun) consume(ctx context.Context, src logical.Source, end logical.LSN, runStart time.Time) error {
-	e, ld := r.e, r.ld
+	e := r.e
 	io := context.WithoutCancel(ctx)
 	var lastKeepalive logical.LSN
 	reachedEnd := false
@@ -188,7 +191,7 @@ func (r *logRun) consume(ctx context.Context, src logical.Source, end logical.LS
 		}
 		ev, err := src.Next(io, receiveWait)
 		if err != nil {
-			return fmt.Errorf("database %q: %w", ld.name, err)
+			return r.streamFailed(err)
 		}
 		switch {
 		case ev == nil:
@@ -209,6 +212,38 @@ func (r *logRun) consume(ctx context.Context, src logical.Source, end logical.LS
 			}
 		}
 	}
+}
+
+// programLimitExceeded is SQLSTATE program_limit_exceeded: a string past
+// PostgreSQL's 1 GB, which the server reports as "out of memory".
+const programLimitExceeded = "54000"
+
+// streamFailed says where in the WAL the stream broke: a server error while
+// decoding one transaction recurs at every run, holding the slot's WAL, so
+// the CRITICAL names that transaction, and for wal2json's 1 GB limit the
+// way past it.
+func (r *logRun) streamFailed(err error) error {
+	ld := r.ld
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return fmt.Errorf("database %q: %w", ld.name, err)
+	}
+	where := fmt.Sprintf("the transaction that begins at %s", r.txBegin)
+	if !r.inTx {
+		where = "the first transaction to commit after " + r.lastCommit.String()
+		if r.lastCommit == 0 {
+			where = "the first transaction it sends"
+		}
+	}
+	if pgErr.Code == programLimitExceeded && ld.slot.Plugin == pluginWal2json {
+		return fmt.Errorf("database %q: slot %s cannot decode %s: %w. "+
+			"wal2json writes a change as one JSON string of at most 1 GB, and a value of this transaction is larger once escaped (a control character takes six bytes): "+
+			"every run stops here while the slot holds the WAL from this point on. "+
+			"Get past it with pgoutput, which sends values as they are stored: %s SELECT pg_drop_replication_slot('%s'); SELECT * FROM pg_create_logical_replication_slot('%s', 'pgoutput'); "+
+			"then reset the LOG_BASED streams of database %q (the new slot starts now; their next copy has the row)",
+			ld.name, ld.slot.Name, where, err, createPublication(ld.slot.Name, ld.plans), ld.slot.Name, ld.slot.Name, ld.name)
+	}
+	return fmt.Errorf("database %q: slot %s failed on %s: %w", ld.name, ld.slot.Name, where, err)
 }
 
 // openSource starts streaming through the slot's output plugin.
@@ -315,6 +350,7 @@ func (r *logRun) apply(ctx context.Context, ev *logical.Event) error {
 	switch ev.Op {
 	case logical.OpBegin:
 		r.inTx = true
+		r.txBegin = ev.LSN
 		r.txTime = r.e.clock()
 		r.setCommitTime(ev.CommitTime)
 		for _, ls := range r.streams {
@@ -323,6 +359,7 @@ func (r *logRun) apply(ctx context.Context, ev *logical.Event) error {
 		return nil
 	case logical.OpCommit:
 		r.inTx = false
+		r.lastCommit = ev.LSN
 		if err := r.flush(ctx); err != nil {
 			return err
 		}
