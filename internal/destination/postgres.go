@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math/big"
 	"slices"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/types"
@@ -59,6 +59,10 @@ type postgresLoader struct {
 	ops           []pgOp
 	copyBuf       bytes.Buffer
 	scratch       []byte
+	// keySeed hashes keys appended to tables this job created;
+	// appendedKeys counts the hashes kept.
+	keySeed      maphash.Seed
+	appendedKeys int
 }
 
 // pgTable is a stream's table as this job knows it.
@@ -69,8 +73,10 @@ type pgTable struct {
 	columns map[string]*pgColumn
 	keys    []string
 	// merges: a load found keys the table holds; this job merges every
-	// later load of the stream instead of trying to append.
+	// later load of the stream instead of looking its keys up first.
 	merges bool
+	// held is what this job knows of the keys the table holds.
+	held keyBound
 	// clearsDeletedAt: the table has _sdc_deleted_at but the stream's
 	// schema no longer does (its method changed): a row loaded now is
 	// live, whatever an earlier delete marked.
@@ -80,6 +86,58 @@ type pgTable struct {
 type pgColumn struct {
 	name, typ string
 }
+
+// keyBound is what a job knows of the keys a table holds, so that rows
+// known to be new are appended without looking their keys up: any rows
+// while the table holds none; with a bigint first key column, rows whose
+// first keys all exceed the greatest it holds (a serial key, copied in
+// order or grown since the last job); in a table this job created, rows
+// whose keys it did not append.
+type keyBound struct {
+	// known: this job created the table or looked up what it holds.
+	known bool
+	rows  bool
+	// greatest is the greatest first key the table holds, when
+	// greatestKnown.
+	greatest      int64
+	greatestKnown bool
+	// appended hashes every key of a table this job created and has only
+	// appended to (see hashKeys); nil when not kept.
+	appended map[uint64]struct{}
+}
+
+// groupKeys is what the group being loaded tells of its keys.
+type groupKeys struct {
+	// least and greatest first key, when ranged (a bigint first key).
+	least, greatest int64
+	ranged          bool
+	// hashes of the keys, when hashed.
+	hashes []uint64
+	hashed bool
+}
+
+// allNew tells whether the table holds none of the group's keys, as far as
+// the job knows without looking them up.
+func (b *keyBound) allNew(g *groupKeys) bool {
+	switch {
+	case !b.rows:
+		return true
+	case g.ranged && b.greatestKnown && g.least > b.greatest:
+		return true
+	case b.appended == nil || !g.hashed:
+		return false
+	}
+	for _, h := range g.hashes {
+		if _, ok := b.appended[h]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// maxAppendedKeys bounds the keys a job remembers having appended (about
+// 20 bytes each); tables past it have their keys looked up instead.
+const maxAppendedKeys = 1 << 21
 
 // pgOp is one held step: a schema to apply, a run of records with the same
 // properties, or a version to activate — applied in arrival order.
@@ -157,7 +215,7 @@ func OpenPostgres(ctx context.Context, dsn, schema, owner string, opts Options) 
 	// The job's cancellation (SIGTERM) ends the tap with a last STATE; the
 	// load that makes it committable must still run.
 	l := &postgresLoader{ctx: context.WithoutCancel(ctx), conn: conn, dbSchema: schema, owner: owner, fence: opts.Fence, clock: opts.Clock, log: opts.Log,
-		tables: map[string]*pgTable{}, streamOfTable: map[string]string{}}
+		tables: map[string]*pgTable{}, streamOfTable: map[string]string{}, keySeed: maphash.MakeSeed()}
 	return newBatching(l, opts), nil
 }
 
@@ -380,6 +438,9 @@ func (l *postgresLoader) applySchema(tx pgx.Tx, stream string, w *wantedTable) e
 		seen[c.name] = c.property
 	}
 	l.streamOfTable[name] = stream
+	if old := l.tables[stream]; old != nil {
+		l.forgetAppended(old)
+	}
 	table := &pgTable{stream: stream, name: name, columns: map[string]*pgColumn{}, keys: w.keys}
 	var comment *string
 	err := tx.QueryRow(l.ctx, `SELECT obj_description(c.oid, 'pg_class') FROM pg_class c
@@ -439,6 +500,12 @@ func (l *postgresLoader) createTable(tx pgx.Tx, table *pgTable, w *wantedTable) 
 		if err := l.commentColumn(tx, table, c); err != nil {
 			return err
 		}
+	}
+	table.held = keyBound{known: true}
+	// A bigint first key is told new by its range, which needs no memory;
+	// other keys by the hashes of those appended.
+	if len(table.keys) > 0 && table.columns[table.keys[0]].typ != typeBigint {
+		table.held.appended = map[uint64]struct{}{}
 	}
 	l.tables[table.stream] = table
 	if l.log != nil {
@@ -570,6 +637,8 @@ type mergedRow struct {
 	values             [][]byte
 	extracted, version []byte
 	present            []byte // a bit per property
+	// key is the row's key as foldRows compares keys (none without key).
+	key string
 }
 
 // merge upserts a stream's runs of records: by key, each key's records
@@ -649,6 +718,7 @@ func foldRows(stream string, table *pgTable, runs []*recordRun, properties []str
 		n := len(run.properties)
 		for r := range run.rows() {
 			j := len(rows)
+			var folded string
 			if len(keyAt) > 0 {
 				key = key[:0]
 				for i, k := range keyAt {
@@ -661,11 +731,12 @@ func foldRows(stream string, table *pgTable, runs []*recordRun, properties []str
 				if found, ok := byKey[string(key)]; ok {
 					j = found
 				} else {
-					byKey[string(key)] = j
+					folded = string(key)
+					byKey[folded] = j
 				}
 			}
 			if j == len(rows) {
-				rows = append(rows, mergedRow{values: make([][]byte, len(properties)), present: make([]byte, (len(properties)+7)/8)})
+				rows = append(rows, mergedRow{values: make([][]byte, len(properties)), present: make([]byte, (len(properties)+7)/8), key: folded})
 			}
 			row := &rows[j]
 			for k := range n {
@@ -721,11 +792,13 @@ func isPlainInteger(v []byte) bool {
 }
 
 // load writes one group of rows. Keys are unique once folded, so rows
-// whose keys the table lacks can simply be appended: that is tried first
-// (a first load copies at COPY's speed), and at the first key the table
-// holds, the stream's loads merge through its staging table and an upsert
-// of the group's columns for the rest of the job. Without key, rows are
-// appended.
+// whose keys the table lacks can simply be appended at COPY's speed: when
+// the job knows them new (keyBound) or the server finds none of them. A
+// COPY is never tried to find out: each one failing at a stored key would
+// be an ERROR in the warehouse's log, holding the key's value. At the
+// first key the table holds, the stream's loads merge through its staging
+// table and an upsert of the group's columns for the rest of the job.
+// Without key, rows are appended.
 func (m *merger) load(stream string, table *pgTable, properties []string, present []byte, rows []mergedRow, group []int) error {
 	var columns []*pgColumn
 	var carried []int
@@ -780,14 +853,19 @@ func (m *merger) load(stream string, table *pgTable, properties []string, presen
 		return nil
 	}
 	if !table.merges {
-		appended, err := m.tryAppend(appendSQL, buf.Bytes())
+		isNew, keys, err := m.keysAreNew(table, target, properties, rows, group)
 		if err != nil {
-			return fmt.Errorf("stream %s: append to %s: %w", stream, target, err)
+			return fmt.Errorf("stream %s: look up keys in %s: %w", stream, target, err)
 		}
-		if appended {
+		if isNew {
+			if _, err := m.tx.Conn().PgConn().CopyFrom(l.ctx, bytes.NewReader(buf.Bytes()), appendSQL); err != nil {
+				return fmt.Errorf("stream %s: append to %s: %w", stream, target, err)
+			}
+			l.noteAppended(table, keys)
 			return nil
 		}
 		table.merges = true
+		l.forgetAppended(table)
 	}
 	staging, err := m.stagingTable(stream, target)
 	if err != nil {
@@ -816,28 +894,192 @@ func (m *merger) load(stream string, table *pgTable, properties []string, presen
 	return nil
 }
 
-// tryAppend copies rows into their table under a savepoint; a key the
-// table already holds undoes it and reports false.
-func (m *merger) tryAppend(copySQL string, rows []byte) (bool, error) {
-	ctx := m.l.ctx
-	if _, err := m.tx.Exec(ctx, "SAVEPOINT tap_postgres_append"); err != nil {
-		return false, err
+// keysAreNew tells whether the table holds none of the group's keys: as
+// the job knows, or else as holdsAnyKey finds.
+func (m *merger) keysAreNew(table *pgTable, target string, properties []string, rows []mergedRow, group []int) (bool, *groupKeys, error) {
+	if !table.held.known {
+		if err := m.lookUpKeys(table, target); err != nil {
+			return false, nil, err
+		}
 	}
-	_, err := m.tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(rows), copySQL)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
-		_, err := m.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tap_postgres_append")
-		return false, err
+	keys := m.l.keysOf(table, properties, rows, group)
+	if table.held.allNew(keys) {
+		return true, keys, nil
 	}
-	if err != nil {
-		return false, err
-	}
-	_, err = m.tx.Exec(ctx, "RELEASE SAVEPOINT tap_postgres_append")
-	return err == nil, err
+	held, err := m.holdsAnyKey(table, target, properties, rows, group)
+	return !held, keys, err
 }
 
-// uniqueViolation is SQLSTATE unique_violation.
-const uniqueViolation = "23505"
+// lookUpKeys learns whether the table holds rows and, with a bigint first
+// key column, the greatest first key: one step down its primary key's
+// index.
+func (m *merger) lookUpKeys(table *pgTable, target string) error {
+	first := table.columns[table.keys[0]]
+	column := pgx.Identifier{first.name}.Sanitize()
+	var greatest string
+	err := m.tx.QueryRow(m.l.ctx, fmt.Sprintf("SELECT %[1]s::text FROM %[2]s ORDER BY %[1]s DESC LIMIT 1", column, target)).Scan(&greatest)
+	held := keyBound{known: true}
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return err
+	default:
+		held.rows = true
+		if first.typ == typeBigint {
+			held.greatest, err = strconv.ParseInt(greatest, 10, 64)
+			held.greatestKnown = err == nil
+		}
+	}
+	table.held = held
+	return nil
+}
+
+// keysOf reads the group's keys for allNew: the range of a bigint first
+// key, parsed here as the server parses it; and when the table keeps the
+// keys appended, their hashes.
+func (l *postgresLoader) keysOf(table *pgTable, properties []string, rows []mergedRow, group []int) *groupKeys {
+	g := &groupKeys{}
+	if table.columns[table.keys[0]].typ == typeBigint {
+		i := slices.Index(properties, table.keys[0])
+		g.ranged = true
+		for n, r := range group {
+			v, err := strconv.ParseInt(string(rows[r].values[i]), 10, 64)
+			if err != nil {
+				g.ranged = false
+				break
+			}
+			if n == 0 || v < g.least {
+				g.least = v
+			}
+			if n == 0 || v > g.greatest {
+				g.greatest = v
+			}
+		}
+	}
+	if table.held.appended != nil {
+		g.hashes, g.hashed = l.hashKeys(table, properties, rows, group)
+	}
+	return g
+}
+
+// hashKeys hashes each row's key as foldRows compares keys, when that form
+// is the same for all values the table holds equal: strings in text
+// columns (of a table this job created, so of the database's collation,
+// always deterministic: equal is the same bytes), plain integers, booleans.
+// Not numbers such as 2.50, timestamps nor JSON, which one value may be
+// written as in several ways.
+func (l *postgresLoader) hashKeys(table *pgTable, properties []string, rows []mergedRow, group []int) ([]uint64, bool) {
+	at := make([]int, len(table.keys))
+	for k, key := range table.keys {
+		at[k] = slices.Index(properties, key)
+	}
+	hashes := make([]uint64, 0, len(group))
+	for _, r := range group {
+		for k, i := range at {
+			v := rows[r].values[i]
+			var oneForm bool
+			switch table.columns[table.keys[k]].typ {
+			case typeText:
+				oneForm = v[0] == '"'
+			case typeBigint, typeNumeric:
+				oneForm = isPlainInteger(v)
+			case typeBoolean:
+				oneForm = string(v) == "true" || string(v) == "false"
+			}
+			if !oneForm {
+				return nil, false
+			}
+		}
+		hashes = append(hashes, maphash.String(l.keySeed, rows[r].key))
+	}
+	return hashes, true
+}
+
+// noteAppended takes in the keys of rows appended to the table.
+func (l *postgresLoader) noteAppended(table *pgTable, g *groupKeys) {
+	b := &table.held
+	if !b.rows || g.greatest > b.greatest {
+		b.greatest = g.greatest
+	}
+	b.greatestKnown = g.ranged && (!b.rows || b.greatestKnown)
+	b.rows = true
+	if b.appended == nil {
+		return
+	}
+	if !g.hashed || l.appendedKeys+len(g.hashes) > maxAppendedKeys {
+		l.forgetAppended(table)
+		return
+	}
+	kept := len(b.appended)
+	for _, h := range g.hashes {
+		b.appended[h] = struct{}{}
+	}
+	l.appendedKeys += len(b.appended) - kept
+}
+
+// forgetAppended drops the keys kept of the table's appended rows.
+func (l *postgresLoader) forgetAppended(table *pgTable) {
+	l.appendedKeys -= len(table.held.appended)
+	table.held.appended = nil
+}
+
+// holdsAnyKey reports whether the table holds a key of the group's rows.
+// Each key is one index lookup of the table's own equality (a collation's,
+// a number's value), the same the primary key enforces; the lookups sit in
+// a LATERAL subquery with LIMIT so that the planner cannot trade them for a
+// scan of a large table.
+func (m *merger) holdsAnyKey(table *pgTable, target string, properties []string, rows []mergedRow, group []int) (bool, error) {
+	l := m.l
+	keyValues := make([][]string, len(table.keys))
+	var arrays, names, matches []string
+	for k, key := range table.keys {
+		column := table.columns[key]
+		i := slices.Index(properties, key)
+		keyValues[k] = make([]string, 0, len(group))
+		for _, r := range group {
+			var text []byte
+			var err error
+			if text, l.scratch, err = columnText(l.scratch, rows[r].values[i], column.typ); err != nil {
+				return false, fmt.Errorf("key property %q: %w", key, err)
+			}
+			keyValues[k] = append(keyValues[k], string(text))
+		}
+		// Sent as text and read by the column's type, as COPY reads it.
+		name := fmt.Sprintf("key%d", k+1)
+		arrays = append(arrays, fmt.Sprintf("$%d::text[]", k+1))
+		names = append(names, name)
+		matches = append(matches, fmt.Sprintf("t.%s = k.%s::%s", pgx.Identifier{column.name}.Sanitize(), name, column.typ))
+	}
+	// Keys looked up in order walk down neighbouring index pages: random
+	// text keys were a third cheaper to look up sorted than as they came.
+	order := make([]int, len(group))
+	for n := range order {
+		order[n] = n
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		for _, values := range keyValues {
+			if c := strings.Compare(values[a], values[b]); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+	args := make([]any, len(keyValues))
+	for k, values := range keyValues {
+		sorted := make([]string, len(order))
+		for n, i := range order {
+			sorted[n] = values[i]
+		}
+		args[k] = sorted
+	}
+	probe := fmt.Sprintf("SELECT EXISTS (SELECT FROM unnest(%s) AS k(%s), LATERAL (SELECT FROM %s t WHERE %s LIMIT 1) AS held)",
+		strings.Join(arrays, ", "), strings.Join(names, ", "), target, strings.Join(matches, " AND "))
+	var held bool
+	if err := m.tx.QueryRow(l.ctx, probe, args...).Scan(&held); err != nil {
+		return false, err
+	}
+	return held, nil
+}
 
 // stagingTable is the stream's staging table in this transaction, created
 // on first use (and again after its table changed shape).
@@ -944,57 +1186,62 @@ func fitsBigint(bound json.Number) bool {
 func isNull(v json.RawMessage) bool { return len(v) == 0 || string(v) == "null" }
 
 // appendCopyValue writes a JSON value as a COPY text field of a column of
-// type typ, refusing a value of another JSON type than the column holds
-// (PostgreSQL would read "yes" as a boolean or "now" as a time): JSON
-// itself for jsonb, a string's contents, numbers as written (every digit
-// kept). Absent or null is NULL. scratch is reused for decoding strings and
-// returned.
+// type typ (see columnText); absent or null is NULL. scratch is reused for
+// decoding strings and returned.
 func appendCopyValue(buf *bytes.Buffer, scratch, v []byte, typ string) ([]byte, error) {
 	if isNull(v) {
 		buf.WriteString(`\N`)
 		return scratch, nil
 	}
+	text, scratch, err := columnText(scratch, v, typ)
+	if err != nil {
+		return scratch, err
+	}
+	appendCopyText(buf, text)
+	return scratch, nil
+}
+
+// columnText is a non-null JSON value as the text a column of type typ
+// reads, refusing a value of another JSON type than the column holds
+// (PostgreSQL would read "yes" as a boolean or "now" as a time): JSON
+// itself for jsonb, a string's contents, numbers as written (every digit
+// kept). A string's contents are decoded into scratch, which is returned.
+func columnText(scratch, v []byte, typ string) (text, newScratch []byte, err error) {
 	switch typ {
 	case typeJSONB:
 		// jsonb checks what it is given.
-		appendCopyText(buf, v)
-		return scratch, nil
+		return v, scratch, nil
 	case typeBigint, typeNumeric:
 		if !types.IsJSONNumber(v) {
-			return scratch, fmt.Errorf("%.40s is not a number", v)
+			return nil, scratch, fmt.Errorf("%.40s is not a number", v)
 		}
-		buf.Write(v)
-		return scratch, nil
+		return v, scratch, nil
 	case typeBoolean:
 		if string(v) != "true" && string(v) != "false" {
-			return scratch, fmt.Errorf("%.40s is not a boolean", v)
+			return nil, scratch, fmt.Errorf("%.40s is not a boolean", v)
 		}
-		buf.Write(v)
-		return scratch, nil
+		return v, scratch, nil
 	}
 	if v[0] != '"' {
 		if typ != typeText {
-			return scratch, fmt.Errorf("%.40s is not a string", v)
+			return nil, scratch, fmt.Errorf("%.40s is not a string", v)
 		}
 		// A column widened to text takes any value as its JSON text.
 		if string(v) != "true" && string(v) != "false" && !types.IsJSONNumber(v) && !json.Valid(v) {
-			return scratch, fmt.Errorf("%.40s is not a JSON value", v)
+			return nil, scratch, fmt.Errorf("%.40s is not a JSON value", v)
 		}
-		appendCopyText(buf, v)
-		return scratch, nil
+		return v, scratch, nil
 	}
-	var err error
 	if scratch, err = appendUnquoted(scratch[:0], v); err != nil {
-		return scratch, err
+		return nil, scratch, err
 	}
 	if bytes.IndexByte(scratch, 0) >= 0 {
-		return scratch, errors.New("PostgreSQL text cannot hold a NUL character")
+		return nil, scratch, errors.New("PostgreSQL text cannot hold a NUL character")
 	}
 	if typ == typeTimestamptz && !isDateTime(scratch) {
-		return scratch, fmt.Errorf("%.40q is not an ISO 8601 date-time", scratch)
+		return nil, scratch, fmt.Errorf("%.40q is not an ISO 8601 date-time", scratch)
 	}
-	appendCopyText(buf, scratch)
-	return scratch, nil
+	return scratch, scratch, nil
 }
 
 // isDateTime reports whether s is an ISO 8601 date or date-time
