@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/tap-postgres/tap-postgres/internal/durable"
@@ -25,11 +26,25 @@ type jsonlLoader struct {
 	// streamOfFile catches two streams whose names make one file name.
 	streamOfFile map[string]string
 	fence        func() error
+	// open are the streams whose files are open, least recently used
+	// first: with thousands of streams, a file and a buffer each would
+	// hold gigabytes.
+	open []*streamFile
 }
 
+// maxOpenFiles and fileBuffer bound what the streams' files hold: 4 MiB of
+// buffers, whatever the number of streams.
+const (
+	maxOpenFiles = 64
+	fileBuffer   = 64 << 10
+)
+
+// streamFile is a stream's file, open (f set) or closed after being made
+// durable to make room for another.
 type streamFile struct {
-	f *os.File
-	w *bufio.Writer
+	name string
+	f    *os.File
+	w    *bufio.Writer
 }
 
 // OpenJSONL loads into one `<stream>.jsonl` file per stream under dir.
@@ -50,13 +65,65 @@ func (d *jsonlLoader) append(m *message) error {
 	if err != nil {
 		return err
 	}
+	if err := d.reopen(f); err != nil {
+		return err
+	}
 	if _, err := f.w.Write(m.line); err != nil {
 		return fmt.Errorf("jsonl destination %s: %w", m.Stream, err)
 	}
 	return f.w.WriteByte('\n')
 }
 
-// file opens a stream's file; stream names become file names safely.
+// reopen makes f the most recently used open file, opening it again if it
+// was closed, and closing the least recently used one past maxOpenFiles.
+func (d *jsonlLoader) reopen(f *streamFile) error {
+	if i := slices.Index(d.open, f); i >= 0 {
+		if i < len(d.open)-1 {
+			d.open = append(slices.Delete(d.open, i, i+1), f)
+		}
+		return nil
+	}
+	if len(d.open) >= maxOpenFiles {
+		if err := d.closeFile(d.open[0]); err != nil {
+			return err
+		}
+		d.open = d.open[1:]
+	}
+	if f.f == nil {
+		file, err := d.dir.OpenFile(f.name, os.O_CREATE|os.O_APPEND|os.O_WRONLY)
+		if err != nil {
+			return fmt.Errorf("jsonl destination: %w", err)
+		}
+		f.f = file
+		if f.w == nil {
+			f.w = bufio.NewWriterSize(file, fileBuffer)
+		} else {
+			f.w.Reset(file)
+		}
+	}
+	d.open = append(d.open, f)
+	return nil
+}
+
+// closeFile makes a file durable and closes it: a state committed later
+// covers its lines. A load still syncing it finds it closed, and synced.
+func (d *jsonlLoader) closeFile(f *streamFile) error {
+	err := f.w.Flush()
+	if err == nil {
+		err = f.f.Sync()
+	}
+	if cerr := f.f.Close(); err == nil {
+		err = cerr
+	}
+	f.f = nil
+	if err != nil {
+		return fmt.Errorf("jsonl destination %s: %w", f.name, err)
+	}
+	return nil
+}
+
+// file finds or creates a stream's file; stream names become file names
+// safely.
 func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 	if f := d.files[stream]; f != nil {
 		return f, nil
@@ -77,17 +144,15 @@ func (d *jsonlLoader) file(stream string) (*streamFile, error) {
 	} else if holder != "" && holder != stream {
 		return nil, fmt.Errorf("jsonl destination: stream %q would write to %s, which holds stream %q", stream, filepath.Join(d.dir.Path(), fileName), holder)
 	}
-	f, err := d.dir.OpenFile(fileName, os.O_CREATE|os.O_APPEND|os.O_WRONLY)
-	if err != nil {
-		return nil, fmt.Errorf("jsonl destination: %w", err)
+	sf := &streamFile{name: fileName}
+	if err := d.reopen(sf); err != nil {
+		return nil, err
 	}
 	// The new file's directory entry must be durable before a state that
 	// covers its lines is committed.
 	if err := d.dir.Sync(); err != nil {
-		f.Close()
 		return nil, fmt.Errorf("jsonl destination: %w", err)
 	}
-	sf := &streamFile{f: f, w: bufio.NewWriterSize(f, 1<<20)}
 	d.files[stream] = sf
 	return sf, nil
 }
@@ -100,16 +165,17 @@ func (d *jsonlLoader) detach() func() error {
 			return func() error { return fmt.Errorf("jsonl destination: not written: %w", err) }
 		}
 	}
-	files := make([]*os.File, 0, len(d.files))
-	for stream, f := range d.files {
+	files := make([]*os.File, 0, len(d.open))
+	for _, f := range d.open {
 		if err := f.w.Flush(); err != nil {
-			return func() error { return fmt.Errorf("jsonl destination %s: %w", stream, err) }
+			return func() error { return fmt.Errorf("jsonl destination %s: %w", f.name, err) }
 		}
 		files = append(files, f.f)
 	}
 	return func() error {
 		for _, f := range files {
-			if err := f.Sync(); err != nil {
+			// Closed meanwhile to make room: closeFile synced it.
+			if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 				return fmt.Errorf("jsonl destination %s: %w", f.Name(), err)
 			}
 		}
@@ -119,7 +185,7 @@ func (d *jsonlLoader) detach() func() error {
 
 func (d *jsonlLoader) close() error {
 	var err error
-	for _, f := range d.files {
+	for _, f := range d.open {
 		if ferr := f.w.Flush(); err == nil {
 			err = ferr
 		}

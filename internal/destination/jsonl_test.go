@@ -2,6 +2,7 @@ package destination_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -188,4 +189,68 @@ func TestJSONLRefusesOthersDirectory(t *testing.T) {
 	if entries, _ := os.ReadDir(others); len(entries) != 0 {
 		t.Errorf("written in refused %s: %v", others, entries)
 	}
+}
+
+// TestJSONLManyStreams: thousands of streams do not hold a file and a
+// buffer each; every stream's lines still arrive whole and in order, and
+// what a committed state covers is on disk.
+func TestJSONLManyStreams(t *testing.T) {
+	dir := t.TempDir()
+	var committed []string
+	d, err := destination.OpenJSONL(dir, destination.Options{
+		Commit: func(s json.RawMessage) error { committed = append(committed, string(s)); return nil },
+		Clock:  fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BatchRows: 500,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streams, rounds = 1000, 3
+	var lines []string
+	for r := range rounds {
+		for s := range streams {
+			lines = append(lines, fmt.Sprintf(`{"type":"RECORD","stream":"s%d","record":{"id":%d}}`, s, r))
+		}
+		lines = append(lines, fmt.Sprintf(`{"type":"STATE","value":{"bookmarks":{"round":%d}}}`, r))
+	}
+	if err := send(t, d, lines...); err != nil {
+		t.Fatal(err)
+	}
+	if open := filesOpenIn(t, dir); open > 64 {
+		t.Errorf("%d files open in the output directory for %d streams", open, streams)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(committed) == 0 || committed[len(committed)-1] != `{"bookmarks":{"round":2}}` {
+		t.Fatalf("committed states %q", committed)
+	}
+	for s := range streams {
+		data, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("s%d.jsonl", s)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := ""
+		for r := range rounds {
+			want += fmt.Sprintf(`{"type":"RECORD","stream":"s%d","record":{"id":%d}}`+"\n", s, r)
+		}
+		if string(data) != want {
+			t.Fatalf("s%d.jsonl:\n%s\nwant:\n%s", s, data, want)
+		}
+	}
+}
+
+// filesOpenIn counts this process's open files under dir.
+func filesOpenIn(t *testing.T, dir string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(target, dir+"/") {
+			n++
+		}
+	}
+	return n
 }
