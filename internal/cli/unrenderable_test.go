@@ -38,3 +38,59 @@ func TestChangeWal2jsonCannotRender(t *testing.T) {
 		t.Errorf("the change before the one wal2json cannot render is missing:\n%.2000s", stdout.String())
 	}
 }
+
+// TestRowLargerThanMaxRowBytes: a row or change past max_row_bytes stops
+// the run with a CRITICAL naming it, rows before it delivered and
+// committed; with the limit raised the next run goes on from there.
+func TestRowLargerThanMaxRowBytes(t *testing.T) {
+	forEachDecoder(t, decoders, func(t *testing.T, dec decoder) {
+		db := testpg.NewDatabase(t, pg)
+		slot := slotFor(db)
+		testpg.Exec(t, pg, db, `CREATE TABLE wide (id integer PRIMARY KEY, at timestamptz NOT NULL, v text);
+			INSERT INTO wide SELECT g, timestamptz '2024-01-01' + g * interval '1 day', 'small' FROM generate_series(1, 7) g;
+			UPDATE wide SET v = repeat('x', 2000000) WHERE id = 6;`)
+		newSlot(t, db, slot, dec)
+		small := map[string]any{"slot_name": slot, "max_row_bytes": 1 << 20}
+		big := map[string]any{"slot_name": slot, "max_row_bytes": 4 << 20}
+		id := db + "-public-wide"
+		for method, extra := range map[string]map[string]any{
+			"FULL_TABLE":  {"replication-method": "FULL_TABLE"},
+			"INCREMENTAL": {"replication-method": "INCREMENTAL", "replication-key": "at"},
+		} {
+			cfg := writeFile(t, "config.json", configFor(db, small))
+			c := discover(t, cfg)
+			selectStreams(c, extra, id)
+			catalog := writeFile(t, "catalog.json", c)
+			stdout := &strings.Builder{}
+			r := runTap(t, cli.Env{Stdout: stdout}, "--config", cfg, "--catalog", catalog)
+			want := `the row with key {"id":"6"} is 2000`
+			if method == "INCREMENTAL" {
+				want = "the row after at \"2024-01-06T00:00:00+00:00\" (in at order) is 2000"
+			}
+			if last := lastLine(r.stderr); r.code != 1 || !strings.Contains(last, want) || !strings.Contains(last, "more than max_row_bytes (1048576)") {
+				t.Fatalf("%s: exit %d, last line lacks %q:\n%s", method, r.code, want, r.stderr)
+			}
+			msgs := parseMessages(t, []byte(stdout.String()))
+			if got := len(records(msgs, "wide")); got != 5 {
+				t.Errorf("%s: %d records before the large row, want 5", method, got)
+			}
+			again := runTap(t, cli.Env{}, "--config", writeFile(t, "config.json", configFor(db, big)), "--catalog", catalog,
+				"--state", writeFile(t, "state.json", lastState(t, msgs)))
+			if again.code != 0 || len(records(again.messages, "wide")) < 2 {
+				t.Fatalf("%s with max_row_bytes raised: exit %d, %d records\n%s", method, again.code, len(records(again.messages, "wide")), again.stderr)
+			}
+		}
+
+		cfg := writeFile(t, "config.json", configFor(db, small))
+		catalog := logCatalog(t, cfg, id)
+		_, state := logRun(t, writeFile(t, "config.json", configFor(db, big)), catalog, nil)
+		testpg.Exec(t, pg, db, `UPDATE wide SET v = 'changed' WHERE id = 1; UPDATE wide SET v = repeat('y', 2000000) WHERE id = 7;`)
+		r := runTap(t, cli.Env{}, "--config", cfg, "--catalog", catalog, "--state", writeFile(t, "state.json", state))
+		if last := lastLine(r.stderr); r.code != 1 || !strings.Contains(last, "sent a change of the transaction that begins at") || !strings.Contains(last, "more than max_row_bytes (1048576)") {
+			t.Fatalf("LOG_BASED: exit %d:\n%s", r.code, r.stderr)
+		}
+		if again, _ := logRun(t, writeFile(t, "config.json", configFor(db, big)), catalog, state); len(records(again.messages, "wide")) != 2 {
+			t.Errorf("LOG_BASED with max_row_bytes raised: %d records, want the two changes", len(records(again.messages, "wide")))
+		}
+	})
+}

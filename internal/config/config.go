@@ -128,6 +128,10 @@ type Config struct {
 	BreakAtEndLSN    bool // default true
 	// MaxRun is key max_run_seconds; default 43200s.
 	MaxRun time.Duration
+	// MaxRowBytes is key max_row_bytes: the largest message a connection
+	// takes from the server (a row as text, a change as the plugin sends
+	// it); default 256 MiB.
+	MaxRowBytes int
 	// StateInterval is key state_interval_seconds, the least time between
 	// two STATE messages but the last; default 5s, 0 for every one.
 	StateInterval         time.Duration
@@ -155,6 +159,8 @@ const (
 	defaultLogicalPollTotal   = 1800 * time.Second
 	defaultMaxRun             = 43200 * time.Second
 	defaultStateInterval      = 5 * time.Second
+	defaultMaxRowBytes        = 256 << 20
+	minMaxRowBytes            = 1 << 20
 	defaultMaxParallelStreams = 1
 	defaultIterSize           = 20000
 	defaultWal2jsonFormat     = 2
@@ -174,6 +180,7 @@ func defaults() Config {
 		BreakAtEndLSN:         true,
 		MaxRun:                defaultMaxRun,
 		StateInterval:         defaultStateInterval,
+		MaxRowBytes:           defaultMaxRowBytes,
 		MaxParallelStreams:    defaultMaxParallelStreams,
 		IterSize:              defaultIterSize,
 		Wal2jsonMessageFormat: defaultWal2jsonFormat,
@@ -235,6 +242,7 @@ func Parse(data []byte) (Config, []string, error) {
 		{"break_at_end_lsn", &c.BreakAtEndLSN},
 		{"max_run_seconds", &c.MaxRun},
 		{"state_interval_seconds", &c.StateInterval},
+		{"max_row_bytes", &c.MaxRowBytes},
 		{"max_parallel_streams", &c.MaxParallelStreams},
 		{"itersize", &c.IterSize},
 		{"wal2json_message_format", &c.Wal2jsonMessageFormat},
@@ -333,6 +341,9 @@ func (c Config) problems() []*keyError {
 	positive("max_run_seconds", c.MaxRun)
 	if c.StateInterval < 0 {
 		add("state_interval_seconds", "cannot be negative")
+	}
+	if c.MaxRowBytes < minMaxRowBytes {
+		add("max_row_bytes", "must be at least %d (1 MiB), got %d", minMaxRowBytes, c.MaxRowBytes)
 	}
 	atLeastOne("max_parallel_streams", c.MaxParallelStreams)
 	atLeastOne("itersize", c.IterSize)

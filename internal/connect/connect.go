@@ -6,7 +6,9 @@ package connect
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
 )
@@ -87,6 +90,15 @@ func (c *Connector) ConnConfig(dbname string) (*pgx.ConnConfig, error) {
 	}
 	cc.RuntimeParams["application_name"] = c.cfg.ApplicationName
 	GuardPassword(&cc.Config)
+	// A message as large as a row may be (1 GB) would take as much memory,
+	// and its JSON several times that: past max_row_bytes it is an error
+	// the caller names (see RowTooLarge).
+	maxRow := c.cfg.MaxRowBytes
+	cc.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		f := pgproto3.NewFrontend(r, w)
+		f.SetMaxBodyLen(maxRow)
+		return f
+	}
 	if c.tunnel != nil {
 		// The database host is resolved on the far side of the tunnel.
 		cc.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
@@ -154,6 +166,16 @@ func TLSState(pc *pgconn.PgConn) string {
 	}
 	st := tc.ConnectionState()
 	return fmt.Sprintf("SSL on, %s, %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+}
+
+// RowTooLarge tells whether err is a server message past max_row_bytes,
+// and its size.
+func RowTooLarge(err error) (int, bool) {
+	var tooLarge *pgproto3.ExceededMaxBodyLenErr
+	if errors.As(err, &tooLarge) {
+		return tooLarge.ActualBodyLen, true
+	}
+	return 0, false
 }
 
 // TLSWarning says what a connection leaves unprotected, or "" when it is

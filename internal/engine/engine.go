@@ -16,8 +16,12 @@ import (
 	"github.com/tap-postgres/tap-postgres/internal/types"
 )
 
-// stateEvery is the most records emitted between two STATE messages.
-const stateEvery = 1000
+// stateEvery is the most records emitted between two STATE messages, and
+// maxBatchBytes the most bytes of records held before they are sent.
+const (
+	stateEvery    = 1000
+	maxBatchBytes = 8 << 20
+)
 
 // metricEvery is the longest time between two record_count metrics.
 const metricEvery = 60 * time.Second

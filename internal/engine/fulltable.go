@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/pgread"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
@@ -175,9 +177,13 @@ func (e *Engine) copyRange(ctx context.Context, p *streamPlan, sk *sink, q pgrea
 	m := newMetrics(e.log, p.name, e.clock)
 	var total int64
 	lastKey := make([][]byte, len(q.KeyColumns))
-	send := func(done bool) error {
+	send := func(done, last bool) error {
 		n := rec.count
-		err := sk.emit(rec.take(), func(*singer.State) {
+		emit := sk.emit
+		if last {
+			emit = sk.emitLast
+		}
+		err := emit(rec.take(), func(*singer.State) {
 			var key map[string]string
 			if q.KeyColumns != nil && total > 0 {
 				key = keyText(p.columns, q.KeyColumns, lastKey)
@@ -193,19 +199,26 @@ func (e *Engine) copyRange(ctx context.Context, p *streamPlan, sk *sink, q pgrea
 			lastKey[i] = append(lastKey[i][:0], values[k]...)
 		}
 		total++
-		if rec.count < stateEvery {
+		if rec.count < stateEvery && len(rec.batch) < maxBatchBytes {
 			return nil
 		}
-		return send(false)
+		return send(false, false)
 	}
 	for {
 		enc.SetTimeExtracted(e.clock())
 		n, last, err := snap.ReadChunk(ctx, q, after, e.cfg.IterSize, onRow)
+		if size, tooLarge := connect.RowTooLarge(err); tooLarge {
+			from := after
+			if total > 0 {
+				from = lastKey
+			}
+			return total, errors.Join(e.rowTooLarge(ctx, p, q, from, size), send(false, true))
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				// Stopped by a signal: what was read goes out with a STATE
 				// that covers exactly it, so the next run resumes after it.
-				err = errors.Join(err, send(false))
+				err = errors.Join(err, send(false, true))
 			}
 			return total, err
 		}
@@ -214,11 +227,51 @@ func (e *Engine) copyRange(ctx context.Context, p *streamPlan, sk *sink, q pgrea
 		}
 		after = last
 	}
-	if err := send(true); err != nil {
+	if err := send(true, false); err != nil {
 		return total, err
 	}
 	m.flush()
 	return total, snap.Close(ctx)
+}
+
+// rowTooLarge names the row past max_row_bytes by its key: the first after
+// the key read last, found on a connection of its own (the copy's is
+// broken by the message it could not take).
+func (e *Engine) rowTooLarge(ctx context.Context, p *streamPlan, q pgread.Query, after [][]byte, size int) error {
+	which := "a row"
+	if len(q.KeyColumns) > 0 {
+		which = "the row after key " + keyJSON(p, q, after)
+		if after == nil {
+			which = "the first row"
+		}
+		if key, err := e.keyAfter(ctx, p, q, after); err == nil && key != nil {
+			which = "the row with key " + keyJSON(p, q, key)
+		}
+	}
+	return fmt.Errorf("stream %s: %s is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): the tap would need several times that in memory, so it stops here. "+
+		"Leave the row's largest columns out of the selection, or raise max_row_bytes (a value is at most 1 GB) where the memory is there",
+		p.id, which, size, e.cfg.MaxRowBytes)
+}
+
+// keyAfter reads the key of the first row after the given key.
+func (e *Engine) keyAfter(ctx context.Context, p *streamPlan, q pgread.Query, after [][]byte) ([][]byte, error) {
+	conn, err := e.conn.Connect(ctx, p.database)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	snap, err := pgread.BeginSnapshot(ctx, conn.PgConn(), "")
+	if err != nil {
+		return nil, err
+	}
+	_, key, err := snap.ReadChunk(ctx, q.KeysOnly(), after, 1, func([][]byte) error { return nil })
+	return key, err
+}
+
+// keyJSON shows a key as its columns and PostgreSQL text values.
+func keyJSON(p *streamPlan, q pgread.Query, key [][]byte) string {
+	text, _ := json.Marshal(keyText(p.columns, q.KeyColumns, key))
+	return string(text)
 }
 
 // recordWriter encodes rows of one stream into RECORD lines, warning once
@@ -255,6 +308,11 @@ func newRecordWriter(e *Engine, p *streamPlan, enc *singer.RecordEncoder) *recor
 func (r *recordWriter) take() []byte {
 	b := r.batch
 	r.batch, r.count = r.batch[:0], 0
+	if cap(b) > 2*maxBatchBytes {
+		// Grown by a large row: kept, it would hold that much for the
+		// rest of the copy.
+		r.batch = nil
+	}
 	return b
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/pgread"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
@@ -63,9 +65,13 @@ func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, sk *sink) e
 	m := newMetrics(e.log, p.name, e.clock)
 	// send emits the batch and moves the bookmark to the last non-null key
 	// in it.
-	send := func() error {
+	send := func(last bool) error {
 		n := rec.count
-		err := sk.emit(rec.take(), func(*singer.State) {
+		emit := sk.emit
+		if last {
+			emit = sk.emitLast
+		}
+		err := emit(rec.take(), func(*singer.State) {
 			if len(rec.captured) > 0 {
 				bm.ReplicationKeyValue = append(bm.ReplicationKeyValue[:0:0], rec.captured...)
 			}
@@ -76,16 +82,27 @@ func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, sk *sink) e
 	q := pgread.Query{Schema: p.schema, Table: p.table, Columns: names}
 	n, err := pgread.ReadIncremental(ctx, conn.PgConn(), q, key, from, func(values [][]byte) error {
 		rec.write(values)
-		if rec.count < stateEvery {
+		if rec.count < stateEvery && len(rec.batch) < maxBatchBytes {
 			return nil
 		}
 		enc.SetTimeExtracted(e.clock())
-		return send()
+		return send(false)
 	})
+	if size, tooLarge := connect.RowTooLarge(err); tooLarge {
+		which := "the first row"
+		if len(rec.captured) > 0 {
+			which = fmt.Sprintf("the row after %s %s", p.replicationKey, rec.captured)
+		} else if from != nil {
+			which = fmt.Sprintf("the first row at or after %s %s", p.replicationKey, from)
+		}
+		return errors.Join(fmt.Errorf("stream %s: %s (in %s order) is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): the tap would need several times that in memory, so it stops here. "+
+			"Leave the row's largest columns out of the selection, or raise max_row_bytes (a value is at most 1 GB) where the memory is there",
+			p.id, which, p.replicationKey, size, e.cfg.MaxRowBytes), send(true))
+	}
 	if err != nil {
 		return fmt.Errorf("stream %s: incremental read: %w", p.id, err)
 	}
-	if err := send(); err != nil {
+	if err := send(false); err != nil {
 		return err
 	}
 	m.flush()

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/logical"
 	"github.com/tap-postgres/tap-postgres/internal/logical/pgoutput"
@@ -224,16 +225,21 @@ const programLimitExceeded = "54000"
 // way past it.
 func (r *logRun) streamFailed(err error) error {
 	ld := r.ld
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return fmt.Errorf("database %q: %w", ld.name, err)
-	}
 	where := fmt.Sprintf("the transaction that begins at %s", r.txBegin)
 	if !r.inTx {
 		where = "the first transaction to commit after " + r.lastCommit.String()
 		if r.lastCommit == 0 {
 			where = "the first transaction it sends"
 		}
+	}
+	if size, tooLarge := connect.RowTooLarge(err); tooLarge {
+		return fmt.Errorf("database %q: slot %s sent a change of %s of %d bytes, more than max_row_bytes (%d): the tap would need several times that in memory, so it stops here, at every run, while the slot holds the WAL from this point on. "+
+			"Raise max_row_bytes above %d (a value is at most 1 GB) where the memory is there",
+			ld.name, ld.slot.Name, where, size, r.e.cfg.MaxRowBytes, size)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return fmt.Errorf("database %q: %w", ld.name, err)
 	}
 	if pgErr.Code == programLimitExceeded && ld.slot.Plugin == pluginWal2json {
 		return fmt.Errorf("database %q: slot %s cannot decode %s: %w. "+

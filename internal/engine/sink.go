@@ -34,8 +34,19 @@ func (s *sink) do(f func(out *singer.Writer, st *singer.State) error) error {
 }
 
 // emit writes a batch of complete RECORD lines, applies the bookmark change
-// they justify, and writes the STATE.
+// they justify, and writes the STATE when one is due.
 func (s *sink) emit(batch []byte, update func(st *singer.State)) error {
+	return s.emitState(batch, update, s.states.write)
+}
+
+// emitLast is emit with the STATE written whatever the cadence: the last
+// a stream can write before it stops (a signal, a row it cannot read), so
+// that the next run resumes right after what went out.
+func (s *sink) emitLast(batch []byte, update func(st *singer.State)) error {
+	return s.emitState(batch, update, s.states.force)
+}
+
+func (s *sink) emitState(batch []byte, update func(st *singer.State), write func(*singer.Writer, *singer.State) error) error {
 	return s.do(func(out *singer.Writer, st *singer.State) error {
 		if len(batch) > 0 {
 			if err := out.WriteRecordLine(batch); err != nil {
@@ -45,7 +56,7 @@ func (s *sink) emit(batch []byte, update func(st *singer.State)) error {
 		if update != nil {
 			update(st)
 		}
-		return s.states.write(out, st)
+		return write(out, st)
 	})
 }
 

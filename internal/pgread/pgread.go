@@ -57,6 +57,17 @@ type Query struct {
 	Lower, Upper []byte
 }
 
+// KeysOnly is the query reading only q's key columns, in the same order
+// and bounds: it finds a row too large to read whole.
+func (q Query) KeysOnly() Query {
+	keys := Query{Schema: q.Schema, Table: q.Table, Lower: q.Lower, Upper: q.Upper}
+	for i, k := range q.KeyColumns {
+		keys.Columns = append(keys.Columns, q.Columns[k])
+		keys.KeyColumns = append(keys.KeyColumns, i)
+	}
+	return keys
+}
+
 // selectFrom starts a query reading the columns from the table.
 func (q Query) selectFrom(b *strings.Builder) {
 	b.WriteString("SELECT ")
