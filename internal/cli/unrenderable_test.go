@@ -51,6 +51,16 @@ func TestRowLargerThanMaxRowBytes(t *testing.T) {
 			UPDATE wide SET v = repeat('x', 2000000) WHERE id = 6;`)
 		newSlot(t, db, slot, dec)
 		small := map[string]any{"slot_name": slot, "max_row_bytes": 1 << 20}
+		if dec == wal2jsonDecoder {
+			// The first row read too large, no key read before it.
+			testpg.Exec(t, pg, db, `CREATE TABLE alone (id integer PRIMARY KEY, v text); INSERT INTO alone VALUES (1, repeat('z', 2000000));`)
+			cfg := writeFile(t, "config.json", configFor(db, small))
+			r := runTap(t, cli.Env{}, "--config", cfg, "--catalog", fullTableCatalog(t, cfg, db+"-public-alone"))
+			if last := lastLine(r.stderr); r.code != 1 || !strings.Contains(last, `the row with key {"id":"1"} is 2000`) {
+				t.Fatalf("a first row too large: exit %d:\n%s", r.code, r.stderr)
+			}
+			testpg.Exec(t, pg, db, `DROP TABLE alone`)
+		}
 		big := map[string]any{"slot_name": slot, "max_row_bytes": 4 << 20}
 		id := db + "-public-wide"
 		for method, extra := range map[string]map[string]any{

@@ -240,17 +240,17 @@ func (e *Engine) copyRange(ctx context.Context, p *streamPlan, sk *sink, q pgrea
 func (e *Engine) rowTooLarge(ctx context.Context, p *streamPlan, q pgread.Query, after [][]byte, size int) error {
 	which := "a row"
 	if len(q.KeyColumns) > 0 {
-		which = "the row after key " + keyJSON(p, q, after)
-		if after == nil {
-			which = "the first row"
+		which = "the first row"
+		if after != nil {
+			which = "the row after key " + keyJSON(p, q, after)
 		}
 		if key, err := e.keyAfter(ctx, p, q, after); err == nil && key != nil {
 			which = "the row with key " + keyJSON(p, q, key)
 		}
 	}
-	return fmt.Errorf("stream %s: %s is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): the tap would need several times that in memory, so it stops here. "+
+	return fmt.Errorf("%s is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): the tap would need several times that in memory, so it stops here. "+
 		"Leave the row's largest columns out of the selection, or raise max_row_bytes (a value is at most 1 GB) where the memory is there",
-		p.id, which, size, e.cfg.MaxRowBytes)
+		which, size, e.cfg.MaxRowBytes)
 }
 
 // keyAfter reads the key of the first row after the given key.

@@ -115,6 +115,18 @@ func (e *Engine) resetChangedBookmark(p *streamPlan, state *singer.State) {
 	*bm = singer.Bookmark{}
 }
 
+// syncStreamRecovering is syncStream with a bug in it made an error: in
+// a goroutine of its own, a panic would end the process with a stack
+// trace instead of the CRITICAL line every failure ends with.
+func (e *Engine) syncStreamRecovering(ctx context.Context, p *streamPlan, sk *sink) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("stream %s: internal error: %v", p.id, r)
+		}
+	}()
+	return e.syncStream(ctx, p, sk)
+}
+
 // syncStreams copies up to max_parallel_streams streams at once (1, the
 // default, spares a production primary). Their messages interleave on the
 // output; each stream's own messages, and the STATEs covering them, stay in
@@ -138,7 +150,7 @@ func (e *Engine) syncStreams(ctx context.Context, plans []*streamPlan, sk *sink)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			if err := e.syncStream(ctx, p, sk); err != nil {
+			if err := e.syncStreamRecovering(ctx, p, sk); err != nil {
 				mu.Lock()
 				if first == nil {
 					first = err
