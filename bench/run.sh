@@ -23,7 +23,7 @@ PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1)
 WORK=$(mktemp -d)
 trap '[ "${KEEP:-0}" = 1 ] || "$SHARED_BENCH/stop-pg.sh" "$PORT" --purge >/dev/null 2>&1; rm -rf "$WORK"' EXIT
 
-scripts/install-deps.sh
+scripts/install-deps.sh test
 command -v /usr/bin/time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 go build -o "$WORK/tap-postgres" ./cmd/tap-postgres
 TAP="$WORK/tap-postgres"
