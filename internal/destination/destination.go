@@ -238,7 +238,17 @@ func (b *batching) line(line []byte) error {
 		if b.opts.OnRecord != nil {
 			b.opts.OnRecord(m.Stream)
 		}
-		return b.load.record(&m)
+		if err := b.load.record(&m); err != nil {
+			return err
+		}
+		// A batch ends at a STATE, which then covers all of it; but STATEs
+		// may come seconds apart (state_interval_seconds), so one grown
+		// twice as large is loaded all the same, and the last STATE before
+		// it, which covers part of it, committed.
+		if b.held >= 2*b.opts.BatchRows || b.heldBytes >= maxHeldBytes {
+			return b.flushAndCommit()
+		}
+		return nil
 	case "ACTIVATE_VERSION":
 		return b.load.activateVersion(&m)
 	}

@@ -917,7 +917,9 @@ func (m *merger) lookUpKeys(table *pgTable, target string) error {
 	first := table.columns[table.keys[0]]
 	column := pgx.Identifier{first.name}.Sanitize()
 	var greatest string
-	err := m.tx.QueryRow(m.l.ctx, fmt.Sprintf("SELECT %[1]s::text FROM %[2]s ORDER BY %[1]s DESC LIMIT 1", column, target)).Scan(&greatest)
+	// Qualified: a bare name in ORDER BY would be the output column, the
+	// text, ordered as text ("999" after "1000").
+	err := m.tx.QueryRow(m.l.ctx, fmt.Sprintf("SELECT t.%[1]s::text FROM %[2]s t ORDER BY t.%[1]s DESC LIMIT 1", column, target)).Scan(&greatest)
 	held := keyBound{known: true}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):

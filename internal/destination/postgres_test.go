@@ -668,3 +668,57 @@ func TestPostgresLoadProvokesNoServerError(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresGreatestKeyByValue: a later job's keys above the greatest
+// held by value but not as text (10 after 9) are looked up, not appended
+// over a stored 10.
+func TestPostgresGreatestKeyByValue(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	schema := `{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":-9223372036854775808,"maximum":9223372036854775807},"v":{"type":["null","string"]}}},"key_properties":["id"]}`
+	record := func(id int, v string) string {
+		return fmt.Sprintf(`{"type":"RECORD","stream":"t","record":{"id":%d,"v":%q}}`, id, v)
+	}
+	var commits []string
+	first := []string{schema}
+	for id := 1; id <= 10; id++ {
+		first = append(first, record(id, "first"))
+	}
+	loadAll(t, db, "s", 1000, &commits, append(first, `{"type":"STATE","value":{}}`)...)
+	loadAll(t, db, "s", 1000, &commits, schema, record(10, "second"), record(11, "second"), `{"type":"STATE","value":{}}`)
+	if got := query(t, db, "SELECT count(*) || '/' || string_agg(v, ',' ORDER BY id) FILTER (WHERE id >= 10) FROM s.t"); got != "11/second,second" {
+		t.Fatalf("rows after the second job: %s", got)
+	}
+}
+
+// TestPostgresLoadsWithoutState: STATEs may come seconds apart
+// (state_interval_seconds); records are loaded once twice batch_rows are
+// held all the same, so memory does not grow with the time between them,
+// and the last STATE before them committed.
+func TestPostgresLoadsWithoutState(t *testing.T) {
+	db := testpg.NewDatabase(t, pg)
+	var visible []string
+	d, err := destination.OpenPostgres(context.Background(), pg.ConnString(db), "s", "test", destination.Options{
+		Commit: func(s json.RawMessage) error {
+			visible = append(visible, string(s)+"="+query(t, db, "SELECT count(*)::text FROM s.t"))
+			return nil
+		},
+		Clock: fixedClock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BatchRows: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := []string{`{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":["integer"],"minimum":0,"maximum":100}}},"key_properties":["id"]}`,
+		`{"type":"STATE","value":{"n":0}}`}
+	for i := 1; i <= 5; i++ {
+		lines = append(lines, fmt.Sprintf(`{"type":"RECORD","stream":"t","record":{"id":%d}}`, i))
+	}
+	if err := send(t, d, lines...); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(visible, " "); got != `{"n":0}=4` {
+		t.Fatalf("commits and the rows visible at each: %s", got)
+	}
+}

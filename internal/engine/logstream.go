@@ -81,14 +81,14 @@ type logRun struct {
 	// txTime is when the current transaction arrived: its time_extracted.
 	txTime time.Time
 	// scratch holds the commit time's text on its way to JSON.
-	scratch    []byte
-	inTx       bool
+	scratch []byte
+	inTx    bool
 	// txBegin is where the current transaction begins, lastCommit where
 	// the last one received whole ends: what a failing stream points at.
 	txBegin, lastCommit logical.LSN
-	sinceState int
-	lastState  time.Time
-	emitted    int64
+	sinceState          int
+	lastState           time.Time
+	emitted             int64
 }
 
 // streamDatabase streams the slot of one database from the smallest bookmark
