@@ -111,6 +111,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			return 1
 		}
 	}
+	if args[0] != "run" {
+		settleIfIdle(ctx, store, clock, stderr)
+	}
 	switch args[0] {
 	case "run":
 		job, err := RunJob(ctx, in, store, clock, stderr)
@@ -213,6 +216,19 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 		return 1
 	}
 	return 0
+}
+
+// settleIfIdle settles crashed jobs when no job runs (the lock is free),
+// so that jobs, logs and report show them as they are.
+func settleIfIdle(ctx context.Context, store Store, clock func() time.Time, stderr io.Writer) {
+	unlock, err := store.Lock(ctx)
+	if err != nil {
+		return // a job runs: what it recorded as running is so
+	}
+	defer unlock()
+	if err := settleCrashed(store, clock); err != nil {
+		fmt.Fprintf(stderr, "WARNING %s\n", oneLine(err))
+	}
 }
 
 // openIntegrationStore opens in's part of the store, refused when another

@@ -575,6 +575,17 @@ destination: {type: postgres, dsn: "${RUNNER_TEST_DEST_DSN}", batch_rows: 2000}
 	}
 	t.Logf("killed with %s of 200000 rows of the second version loaded", copied)
 
+	// The killed job is in the history, settled as crashed once its lock
+	// is free, and its log says so last.
+	code, jobs := runMain(t, "jobs", "--integration", integration, "--store", store)
+	if code != 0 || !regexp.MustCompile(`(?m)^2 .* crashed .*its process ended before the job did`).MatchString(jobs) {
+		t.Fatalf("jobs after the crash: exit %d\n%s", code, jobs)
+	}
+	code, logText := runMain(t, "logs", "--integration", integration, "--store", store, "--job", "2")
+	if lines := strings.Split(strings.TrimSpace(logText), "\n"); code != 0 || !strings.Contains(lines[len(lines)-1], "main - CRITICAL job 2 crashed: its process ended") {
+		t.Fatalf("log of the crashed job:\n%s", logText)
+	}
+
 	testpg.Exec(t, pg, db, `UPDATE live SET n = n + 10 WHERE id > 90;`)
 	if code, out := runMain(t, "run", "--integration", integration, "--store", store); code != 0 {
 		t.Fatalf("job after the crash: %s", out)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -35,16 +36,25 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 		return JobRecord{}, err
 	}
 	defer unlock()
+	if err := settleCrashed(store, clock); err != nil {
+		return JobRecord{}, err
+	}
 	id, err := store.NextJobID()
 	if err != nil {
 		return JobRecord{}, err
 	}
-	job := JobRecord{ID: id, Started: clock().UTC(), Rows: map[string]int64{}}
+	host, _ := os.Hostname()
+	job := JobRecord{ID: id, Started: clock().UTC(), Status: statusRunning, Host: host, PID: os.Getpid(), Rows: map[string]int64{}}
 	logFile, err := store.CreateLog(job.ID)
 	if err != nil {
 		return JobRecord{}, err
 	}
 	defer logFile.Close()
+	// Recorded as it starts, so that a job whose process dies (killed, out
+	// of memory) is in the history, and settled as crashed later.
+	if err := store.AppendJob(job); err != nil {
+		return JobRecord{}, err
+	}
 	var mu sync.Mutex
 	console := &consoleWriter{w: stderr}
 	var progress *jobProgress
@@ -69,12 +79,12 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 		mu.Unlock()
 	}
 	job.Finished = clock().UTC()
-	job.Status = "succeeded"
+	job.Status = statusSucceeded
 	switch {
 	case errors.Is(err, errStopped):
-		job.Status = "stopped"
+		job.Status = statusStopped
 	case err != nil:
-		job.Status, job.Error = "failed", err.Error()
+		job.Status, job.Error = statusFailed, err.Error()
 	}
 	herr := store.AppendJob(job)
 	if errors.Is(err, errStopped) && herr == nil {
@@ -87,6 +97,68 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	}
 	mainLog.Info(fmt.Sprintf("job %d succeeded in %s", job.ID, job.Finished.Sub(job.Started).Round(time.Millisecond)))
 	return job, nil
+}
+
+// A job's status in the history.
+const (
+	statusRunning   = "running"
+	statusSucceeded = "succeeded"
+	statusFailed    = "failed"
+	statusStopped   = "stopped"
+	statusCrashed   = "crashed"
+)
+
+// crashedError is a crashed job's error.
+const crashedError = "its process ended before the job did (killed, out of memory, or its machine lost); its extraction log ends where it stopped"
+
+// settleCrashed records as crashed the jobs recorded as running, and says
+// so at the end of their logs. The caller holds the job lock, so no process
+// runs them any more.
+func settleCrashed(store Store, clock func() time.Time) error {
+	jobs, err := store.Jobs()
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if j.Status != statusRunning {
+			continue
+		}
+		j.Status, j.Error = statusCrashed, crashedError
+		j.Finished = lastLogTime(store, j)
+		if err := store.AppendJob(j); err != nil {
+			return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
+		}
+		log, err := store.AppendLog(j.ID)
+		if err != nil {
+			return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
+		}
+		logging.NewExtraction(log, &sync.Mutex{}, "main", clock).Log(context.Background(), logging.LevelCritical,
+			fmt.Sprintf("job %d crashed: %s", j.ID, crashedError))
+		if err := log.Close(); err != nil {
+			return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
+		}
+	}
+	return nil
+}
+
+// lastLogTime is when a job's log last said something: the closest to its
+// end that is known of a crashed job.
+func lastLogTime(store Store, j JobRecord) time.Time {
+	data, err := store.ReadLog(j.ID)
+	if err != nil {
+		return j.Started
+	}
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	const stamp = "2006-01-02 15:04:05,000Z"
+	last := lines[len(lines)-1]
+	if len(last) < len(stamp) {
+		return j.Started
+	}
+	t, err := time.Parse(stamp, string(last[:len(stamp)]))
+	if err != nil {
+		return j.Started
+	}
+	return t
 }
 
 // errStopped ends a job that a signal stopped cleanly: the tap ended with

@@ -320,7 +320,8 @@ func (s *pgStore) NextJobID() (int, error) {
 	return last + 1, err
 }
 
-// AppendJob records a finished job (a job recorded again replaces its row).
+// AppendJob records a job as it starts and as it ends (a job recorded
+// again replaces its row).
 func (s *pgStore) AppendJob(j JobRecord) error {
 	// jsonb refuses \u0000, which an error text could carry.
 	j.Error = strings.ReplaceAll(j.Error, "\x00", "\uFFFD")
@@ -376,6 +377,18 @@ func (s *pgStore) CreateLog(id int) (io.WriteCloser, error) {
 		return nil, err
 	}
 	return &pgLog{s: s, id: id}, nil
+}
+
+func (s *pgStore) AppendLog(id int) (io.WriteCloser, error) {
+	var lines int
+	err := s.do("extraction log", func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, "SELECT coalesce(max(line), 0) FROM "+s.table("log_lines")+" WHERE integration = $1 AND job_id = $2",
+			s.integration, id).Scan(&lines)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pgLog{s: s, id: id, lines: lines}, nil
 }
 
 // pgLog writes one job's extraction log, a row per line.

@@ -36,6 +36,8 @@ type Store interface {
 	// Jobs is the job history, oldest first.
 	Jobs() ([]JobRecord, error)
 	CreateLog(id int) (io.WriteCloser, error)
+	// AppendLog adds lines to an existing job's log.
+	AppendLog(id int) (io.WriteCloser, error)
 	ReadLog(id int) ([]byte, error)
 	// Naming is what the first job ran with; nil before it.
 	Naming() (*Naming, error)
@@ -144,8 +146,13 @@ type JobRecord struct {
 	ID       int       `json:"id"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
-	Status   string    `json:"status"`
-	Error    string    `json:"error,omitempty"`
+	// Status is running (recorded as the job starts), succeeded, failed,
+	// stopped, or crashed: its process ended while it ran.
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+	// Host and PID name the process that ran it.
+	Host string `json:"host,omitempty"`
+	PID  int    `json:"pid,omitempty"`
 	// Rows are the records loaded per stream, every stream sent included.
 	// Records written before Sent was kept counted, for a Singer target,
 	// the records sent to it.
@@ -170,15 +177,24 @@ func (s *dirStore) Jobs() ([]JobRecord, error) {
 	}
 	defer f.Close()
 	var jobs []JobRecord
+	at := map[int]int{}
 	sc := bufio.NewScanner(f)
 	// A job of thousands of streams makes a long line.
 	sc.Buffer(make([]byte, 64<<10), 256<<20)
 	for sc.Scan() {
 		var j JobRecord
 		// A line torn by a crash mid-append is skipped, not fatal.
-		if json.Unmarshal(sc.Bytes(), &j) == nil {
-			jobs = append(jobs, j)
+		if json.Unmarshal(sc.Bytes(), &j) != nil {
+			continue
 		}
+		// A job is recorded as it starts and again as it ends: the last
+		// record says how it is.
+		if i, seen := at[j.ID]; seen {
+			jobs[i] = j
+			continue
+		}
+		at[j.ID] = len(jobs)
+		jobs = append(jobs, j)
 	}
 	return jobs, sc.Err()
 }
@@ -210,7 +226,7 @@ func (s *dirStore) NextJobID() (int, error) {
 	return next, nil
 }
 
-// AppendJob records a finished job.
+// AppendJob records a job as it starts and as it ends.
 func (s *dirStore) AppendJob(j JobRecord) error {
 	line, err := json.Marshal(j)
 	if err != nil {
@@ -238,6 +254,14 @@ func logName(id int) string { return fmt.Sprintf("job-%06d.log", id) }
 
 func (s *dirStore) CreateLog(id int) (io.WriteCloser, error) {
 	f, err := s.logs.OpenFile(logName(id), os.O_CREATE|os.O_TRUNC|os.O_WRONLY)
+	if err != nil {
+		return nil, fmt.Errorf("extraction log: %w", err)
+	}
+	return f, nil
+}
+
+func (s *dirStore) AppendLog(id int) (io.WriteCloser, error) {
+	f, err := s.logs.OpenFile(logName(id), os.O_CREATE|os.O_APPEND|os.O_WRONLY)
 	if err != nil {
 		return nil, fmt.Errorf("extraction log: %w", err)
 	}
