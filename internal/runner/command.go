@@ -43,39 +43,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		fmt.Fprintln(stderr, "CRITICAL usage: tap-postgres check|run|serve|reset|jobs|logs|report --integration FILE [--store DIR]")
 		return 2
 	}
-	fs := flag.NewFlagSet("tap-postgres "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: tap-postgres %s --integration FILE [flags]\nflags:\n", args[0])
-		fs.PrintDefaults()
-	}
-	var integrations integrationFlags
-	fs.Var(&integrations, "integration", "integration file (YAML); serve takes several")
-	storeDir := fs.String("store", "tap-postgres-runs", "store: a directory, or a postgres:// URL (then better given by "+storeEnv+" or --store-file, which ps does not show)")
-	storeFile := fs.String("store-file", "", "file holding the store's location (a postgres:// URL with its password)")
-	stream := fs.String("stream", "", "reset: the tap_stream_id to copy again")
-	jobID := fs.Int("job", 0, "logs: the job (default: the last)")
-	asJSON := fs.Bool("json", false, "report: JSON instead of tables")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	location, err := storeLocation(fs, *storeDir, *storeFile)
-	if err != nil {
-		fmt.Fprintf(stderr, "CRITICAL usage: %s\n", oneLine(err))
-		return 2
-	}
-	*storeDir = location
-	if len(integrations) == 0 || args[0] != "serve" && len(integrations) > 1 {
-		fmt.Fprintln(stderr, "CRITICAL usage: --integration is required (once; serve takes several)")
-		return 2
+	cl, code := parseCommandLine(args, stderr)
+	if cl == nil {
+		return code
 	}
 	if args[0] == "serve" {
-		return serveCommand(ctx, integrations, *storeDir, stderr)
+		return serveCommand(ctx, cl.integrations, cl.store, stderr)
 	}
-	in, err := LoadIntegration(integrations[0])
+	in, err := LoadIntegration(cl.integrations[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 		return 1
@@ -87,14 +62,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		}
 		return 0
 	}
-	if args[0] != "run" && !isPostgresLocation(*storeDir) {
+	if args[0] != "run" && !isPostgresLocation(cl.store) {
 		// Reading a store that is not there would create an empty one.
-		if _, err := os.Stat(filepath.Join(*storeDir, in.StoreKey())); errors.Is(err, iofs.ErrNotExist) {
-			fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, *storeDir)
+		if _, err := os.Stat(filepath.Join(cl.store, in.StoreKey())); errors.Is(err, iofs.ErrNotExist) {
+			fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, cl.store)
 			return 1
 		}
 	}
-	store, err := openIntegrationStore(ctx, *storeDir, in)
+	store, err := openIntegrationStore(ctx, cl.store, in)
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 		return 1
@@ -107,7 +82,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			return 1
 		}
 		if next == 1 {
-			fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, redactedStore(*storeDir))
+			fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, redactedStore(cl.store))
 			return 1
 		}
 	}
@@ -127,11 +102,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		}
 		printJobs(stdout, []JobRecord{job})
 	case "reset":
-		if err := Reset(ctx, store, *stream); err != nil {
+		if err := Reset(ctx, store, cl.stream); err != nil {
 			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
-		fmt.Fprintf(stdout, "stream %s reset: the next job copies it again in a new version\n", *stream)
+		fmt.Fprintf(stdout, "stream %s reset: the next job copies it again in a new version\n", cl.stream)
 	case "jobs":
 		jobs, err := store.Jobs()
 		if err != nil {
@@ -145,12 +120,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
-		if err := Report(jobs, clock()).Print(stdout, *asJSON); err != nil {
+		if err := Report(jobs, clock()).Print(stdout, cl.asJSON); err != nil {
 			fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 			return 1
 		}
 	case "logs":
-		id := *jobID
+		id := cl.job
 		if id == 0 {
 			// The newest log, also of a job that crashed before it was
 			// recorded.
@@ -254,6 +229,53 @@ func openIntegrationStore(ctx context.Context, location string, in *Integration)
 	}
 	store.Close()
 	return nil, err
+}
+
+// commandLine is a runner subcommand's flags.
+type commandLine struct {
+	command      string
+	integrations []string
+	store        string
+	stream       string
+	job          int
+	asJSON       bool
+}
+
+// parseCommandLine reads a subcommand's flags; nil with the exit status
+// when they are wrong or --help was asked (said on stderr).
+func parseCommandLine(args []string, stderr io.Writer) (*commandLine, int) {
+	fs := flag.NewFlagSet("tap-postgres "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tap-postgres %s --integration FILE [flags]\nflags:\n", args[0])
+		fs.PrintDefaults()
+	}
+	cl := &commandLine{command: args[0]}
+	var integrations integrationFlags
+	fs.Var(&integrations, "integration", "integration file (YAML); serve takes several")
+	fs.StringVar(&cl.store, "store", "tap-postgres-runs", "store: a directory, or a postgres:// URL (then better given by "+storeEnv+" or --store-file, which ps does not show)")
+	storeFile := fs.String("store-file", "", "file holding the store's location (a postgres:// URL with its password)")
+	fs.StringVar(&cl.stream, "stream", "", "reset: the tap_stream_id to copy again")
+	fs.IntVar(&cl.job, "job", 0, "logs: the job (default: the last)")
+	fs.BoolVar(&cl.asJSON, "json", false, "report: JSON instead of tables")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0
+		}
+		return nil, 2
+	}
+	location, err := storeLocation(fs, cl.store, *storeFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "CRITICAL usage: %s\n", oneLine(err))
+		return nil, 2
+	}
+	cl.store = location
+	if len(integrations) == 0 || args[0] != "serve" && len(integrations) > 1 {
+		fmt.Fprintln(stderr, "CRITICAL usage: --integration is required (once; serve takes several)")
+		return nil, 2
+	}
+	cl.integrations = integrations
+	return cl, 0
 }
 
 // storeEnv holds the store's location when neither --store nor

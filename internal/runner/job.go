@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/vbauerster/mpb/v8"
 
 	"github.com/tap-postgres/tap-postgres/internal/config"
 	"github.com/tap-postgres/tap-postgres/internal/connect"
@@ -60,6 +61,9 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	var progress *jobProgress
 	if isTerminal(stderr) {
 		progress = newJobProgress(stderr, nil)
+		console.w = progress
+	} else if columns := supervisedTerminal(stderr); columns > 0 {
+		progress = newJobProgress(stderr, nil, mpb.ForceTTY(), mpb.WithWidth(columns))
 		console.w = progress
 	}
 	sinks := io.MultiWriter(logFile, console)
@@ -120,23 +124,31 @@ func settleCrashed(store Store, clock func() time.Time) error {
 		return err
 	}
 	for _, j := range jobs {
-		if j.Status != statusRunning {
-			continue
+		if j.Status == statusRunning {
+			if err := settleJob(store, j, crashedError, clock); err != nil {
+				return err
+			}
 		}
-		j.Status, j.Error = statusCrashed, crashedError
-		j.Finished = lastLogTime(store, j)
-		if err := store.AppendJob(j); err != nil {
-			return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
-		}
-		log, err := store.AppendLog(j.ID)
-		if err != nil {
-			return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
-		}
-		logging.NewExtraction(log, &sync.Mutex{}, "main", clock).Log(context.Background(), logging.LevelCritical,
-			fmt.Sprintf("job %d crashed: %s", j.ID, crashedError))
-		if err := log.Close(); err != nil {
-			return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
-		}
+	}
+	return nil
+}
+
+// settleJob records a job that was running as crashed, and says why at the
+// end of its log.
+func settleJob(store Store, j JobRecord, why string, clock func() time.Time) error {
+	j.Status, j.Error = statusCrashed, why
+	j.Finished = lastLogTime(store, j)
+	if err := store.AppendJob(j); err != nil {
+		return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
+	}
+	log, err := store.AppendLog(j.ID)
+	if err != nil {
+		return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
+	}
+	logging.NewExtraction(log, &sync.Mutex{}, "main", clock).Log(context.Background(), logging.LevelCritical,
+		fmt.Sprintf("job %d crashed: %s", j.ID, why))
+	if err := log.Close(); err != nil {
+		return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
 	}
 	return nil
 }

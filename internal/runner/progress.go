@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
@@ -36,6 +37,16 @@ const progressLump = 1000
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// supervisedTerminal is the width of the terminal a job process's stderr
+// ends on through Supervise, or 0.
+func supervisedTerminal(w io.Writer) int {
+	columns, err := strconv.Atoi(os.Getenv(terminalColumnsEnv))
+	if w != os.Stderr || err != nil || columns <= 0 {
+		return 0
+	}
+	return columns
 }
 
 func newJobProgress(w io.Writer, totals map[string]int64, options ...mpb.ContainerOption) *jobProgress {
