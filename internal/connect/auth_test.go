@@ -229,6 +229,41 @@ func TestCleartextPasswordOnlyToAVerifiedServer(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+// TestDSNWithoutPasswordSendsNoAmbientOne: a destination or store DSN
+// without a password, to a verified server asking for one in clear text,
+// sends none of PGPASSWORD's or ~/.pgpass's (they may hold the source's).
+func TestDSNWithoutPasswordSendsNoAmbientOne(t *testing.T) {
+	const sourcePassword = "source-password-in-the-environment"
+	passfile := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(passfile, []byte("*:*:*:*:"+sourcePassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGPASSWORD", sourcePassword)
+	t.Setenv("PGPASSFILE", passfile)
+	verified, caFile := testCA(t)
+	server := startFakeServer(t, &verified)
+	host, port, _ := net.SplitHostPort(server.addr)
+	for _, dsn := range []string{
+		"host=" + host + " port=" + port + " user=u dbname=db sslmode=verify-full sslrootcert=" + caFile,
+		"postgres://u@" + server.addr + "/db?sslmode=verify-full&sslrootcert=" + caFile,
+	} {
+		cfg, err := ParseDSN(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if conn, err := pgx.ConnectConfig(ctx, cfg); err == nil {
+			conn.Close(ctx)
+		}
+		cancel()
+	}
+	for _, got := range server.received() {
+		if got == sourcePassword {
+			t.Errorf("the server received the password of the environment")
+		}
+	}
+}
+
 // TestDSNCredentialsOnlyFromTheString: a destination or store DSN without
 // a password takes none from PGPASSWORD or ~/.pgpass (they may hold the
 // source's); a password or passfile the string names is used.
