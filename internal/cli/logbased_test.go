@@ -55,7 +55,29 @@ func wantCritical(t *testing.T, r tapResult, parts ...string) {
 // so with databases of its own).
 func forEachDecoder(t *testing.T, ds []decoder, test func(t *testing.T, dec decoder)) {
 	for _, d := range ds {
-		t.Run(d.name, func(t *testing.T) { test(t, d) })
+		t.Run(d.name, func(t *testing.T) {
+			if d.plugin == "wal2json" {
+				requireWal2json(t)
+			}
+			if d.viaRoot && pg.Major() < 13 {
+				// PostgreSQL 12 publishes a partition's changes under its
+				// own name only: the leaves' variant is the test there.
+				if slices.ContainsFunc(ds, func(o decoder) bool { return o.plugin == d.plugin && !o.viaRoot }) {
+					t.Skip("PostgreSQL 12 cannot publish through a partition root; the leaves' variant runs")
+				}
+				d.viaRoot = false
+			}
+			test(t, d)
+		})
+	}
+}
+
+// requireWal2json skips a test on a server without wal2json (the other
+// majors' builds): pgoutput's tests run there.
+func requireWal2json(t *testing.T) {
+	t.Helper()
+	if !pg.HasWal2json() {
+		t.Skip("this server has no wal2json")
 	}
 }
 
@@ -65,8 +87,11 @@ func forEachDecoder(t *testing.T, ds []decoder, test func(t *testing.T, dec deco
 func newSlot(t *testing.T, db, slot string, dec decoder) {
 	t.Helper()
 	if dec.plugin == "pgoutput" {
-		testpg.Exec(t, pg, db, fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES WITH (publish_via_partition_root = %t)",
-			pgx.Identifier{slot}.Sanitize(), dec.viaRoot))
+		with := "" // publish_via_partition_root is PostgreSQL 13's
+		if dec.viaRoot {
+			with = " WITH (publish_via_partition_root = true)"
+		}
+		testpg.Exec(t, pg, db, fmt.Sprintf("CREATE PUBLICATION %s FOR ALL TABLES%s", pgx.Identifier{slot}.Sanitize(), with))
 	}
 	testpg.Exec(t, pg, db, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', '%s')", slot, dec.plugin))
 	t.Cleanup(func() {
@@ -528,6 +553,7 @@ func TestLogBasedRefusals(t *testing.T) {
 // TestLogBasedFormat1 streams the same changes with wal2json's format 1
 // (write-in-chunks) and expects the records format 2 gives.
 func TestLogBasedFormat1(t *testing.T) {
+	requireWal2json(t)
 	db := testpg.NewDatabase(t, pg)
 	slot := slotFor(db)
 	testpg.Exec(t, pg, db, `CREATE TABLE f1 (id integer PRIMARY KEY, n numeric, b bytea, t text);
@@ -616,7 +642,7 @@ func TestConnectionCheck(t *testing.T) {
 		testpg.Exec(t, pg, db, "CREATE TABLE checked (id integer PRIMARY KEY)")
 		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
 		plain := runTap(t, cli.Env{}, "--config", cfg, "--test")
-		if plain.code != 0 || !strings.Contains(plain.stderr, "INFO server: PostgreSQL 15") {
+		if plain.code != 0 || !strings.Contains(plain.stderr, "INFO server: PostgreSQL ") {
 			t.Fatalf("--test: exit %d\n%s", plain.code, plain.stderr)
 		}
 		catalog := logCatalog(t, cfg, db+"-public-checked")

@@ -92,6 +92,11 @@ type Cluster struct {
 	binDir string
 	// hasPluginAllowList: the server knows output_plugin_libraries.
 	hasPluginAllowList bool
+	// hasWal2json: the server's library directory holds wal2json (Debian's
+	// packages; not the npm builds of other majors).
+	hasWal2json bool
+	// major is the server's major version (12 for 12.22).
+	major int
 	logFile            string
 	logw               io.Writer
 	asRoot             bool
@@ -167,6 +172,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			err = errors.Join(err, cerr)
 		}
 		return nil, err
+	}
+	if err := c.inspect(ctx); err != nil {
+		return nil, errors.Join(err, c.destroy())
 	}
 	c.logf("cluster ready at %s:%d (data %s, pid %d) in %s",
 		c.Host, c.Port, c.DataDir, c.postmasterPID(), time.Since(began).Round(time.Millisecond))
@@ -274,6 +282,31 @@ func (c *Cluster) conf(port int, outputPlugins string, extra []string) string {
 		}
 	}
 	return b.String()
+}
+
+// HasWal2json tells whether the server can load the wal2json plugin.
+func (c *Cluster) HasWal2json() bool { return c.hasWal2json }
+
+// Major is the server's major version: 12 for 12.22, 18 for 18.4.
+func (c *Cluster) Major() int { return c.major }
+
+// inspect learns the server's major version and whether wal2json is in its
+// library directory.
+func (c *Cluster) inspect(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
+	if err != nil {
+		return fmt.Errorf("localpg: connecting: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var dir string
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT setting, current_setting('server_version_num')::int FROM pg_config WHERE name = 'PKGLIBDIR'`).Scan(&dir, &version); err != nil {
+		return fmt.Errorf("localpg: server version and library directory: %w", err)
+	}
+	c.major = version / 10000
+	_, err = os.Stat(filepath.Join(dir, "wal2json.so"))
+	c.hasWal2json = err == nil
+	return nil
 }
 
 // HasPluginAllowList tells whether the server has output_plugin_libraries,

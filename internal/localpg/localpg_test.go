@@ -76,8 +76,7 @@ func TestCreateDatabaseOddName(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := cluster.Exec(context.Background(), "postgres",
-			"DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		if err := cluster.Exec(context.Background(), "postgres", "DROP DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 			t.Error(err)
 		}
 	})
@@ -104,6 +103,9 @@ func TestExecReportsErrors(t *testing.T) {
 }
 
 func TestWal2JSONSlot(t *testing.T) {
+	if !cluster.HasWal2json() {
+		t.Skip("this server has no wal2json")
+	}
 	db := testpg.NewDatabase(t, cluster)
 	testpg.Exec(t, cluster, db, "CREATE TABLE items (id int PRIMARY KEY, name text)")
 	conn := connect(t, cluster.ConnString(db))

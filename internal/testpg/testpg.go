@@ -62,7 +62,7 @@ func Run(m *testing.M, cluster **localpg.Cluster) int {
 
 // NewDatabase creates a fresh database whose name is derived from t.Name()
 // (lower-cased, reduced to [a-z0-9_], at most 50 characters) plus a random
-// suffix, and drops it (WITH (FORCE)) when the test finishes. It returns the
+// suffix, and drops it, ending its sessions, when the test finishes. It returns the
 // database name.
 func NewDatabase(t testing.TB, c *localpg.Cluster) string {
 	t.Helper()
@@ -76,8 +76,14 @@ func NewDatabase(t testing.TB, c *localpg.Cluster) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		sql := "DROP DATABASE IF EXISTS " + pgx.Identifier{name}.Sanitize() + " WITH (FORCE)"
-		if err := c.Exec(ctx, "postgres", sql); err != nil {
+		// DROP DATABASE … WITH (FORCE) is PostgreSQL 13's: the sessions
+		// still open go first, as it would end them.
+		end := fmt.Sprintf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", quoteLiteral(name))
+		err := c.Exec(ctx, "postgres", end)
+		if err == nil {
+			err = c.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize())
+		}
+		if err != nil {
 			t.Errorf("testpg: dropping database %q: %v", name, err)
 		}
 	})
@@ -95,6 +101,9 @@ func Exec(t testing.TB, c *localpg.Cluster, db, sql string) {
 		t.Fatalf("testpg: executing %q in database %q: %v", abbrev(sql, 200), db, err)
 	}
 }
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func dbName(testName string) string {
 	var b strings.Builder
