@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -272,6 +273,42 @@ func TestLogBasedReadAheadBounded(t *testing.T) {
 		t.Logf("peak HeapInuse %.1f MiB for %d changes of 1 MiB", float64(peak)/(1<<20), rows)
 		if peak >= limit {
 			t.Fatalf("peak HeapInuse %.1f MiB while the consumer paused, want under %d MiB", float64(peak)/(1<<20), limit>>20)
+		}
+	})
+}
+
+// TestLogBasedGeneratedColumns: a stored generated column, which pgoutput
+// never sends before PostgreSQL 18 (wal2json does), and on 18 a virtual
+// one, in no WAL at all, are in each change's record as in the copy's.
+func TestLogBasedGeneratedColumns(t *testing.T) {
+	forEachDecoder(t, decoders, func(t *testing.T, dec decoder) {
+		db := testpg.NewDatabase(t, pg)
+		slot := slotFor(db)
+		virtual := ""
+		if pg.Major() >= 18 {
+			virtual = ", tripled integer GENERATED ALWAYS AS (n * 3) VIRTUAL"
+		}
+		testpg.Exec(t, pg, db, `CREATE TABLE calc (id integer PRIMARY KEY, n integer, doubled integer GENERATED ALWAYS AS (n * 2) STORED`+virtual+`);
+			INSERT INTO calc (id, n) VALUES (1, 10), (2, 20);`)
+		newSlot(t, db, slot, dec)
+		cfg := writeFile(t, "config.json", configFor(db, map[string]any{"slot_name": slot}))
+		catalog := logCatalog(t, cfg, db+"-public-calc")
+		copied, s1 := logRun(t, cfg, catalog, nil)
+		testpg.Exec(t, pg, db, `INSERT INTO calc (id, n) VALUES (3, 30); UPDATE calc SET n = 11 WHERE id = 1;`)
+		streamed, _ := logRun(t, cfg, catalog, s1)
+		for _, r := range []tapResult{copied, streamed} {
+			for _, rec := range records(r.messages, "calc") {
+				n, _ := strconv.Atoi(fmt.Sprint(rec["n"]))
+				if got := fmt.Sprint(rec["doubled"]); got != strconv.Itoa(2*n) {
+					t.Errorf("record %v: doubled %s, want %d", rec, got, 2*n)
+				}
+				if virtual != "" && fmt.Sprint(rec["tripled"]) != strconv.Itoa(3*n) {
+					t.Errorf("record %v: tripled %v, want %d", rec, rec["tripled"], 3*n)
+				}
+			}
+		}
+		if n := len(records(streamed.messages, "calc")); n != 2 {
+			t.Errorf("%d streamed records, want the insert and the update", n)
 		}
 	})
 }

@@ -66,6 +66,9 @@ type Column struct {
 	TypeOID uint32
 	TypeMod int32
 	Type    *types.Type
+	// Generated: a generated column (attgenerated), whose value change
+	// streams may not carry (pgoutput before PostgreSQL 18 never does).
+	Generated bool
 }
 
 // Databases lists the databases to discover: not templates, not rdsadmin,
@@ -211,7 +214,8 @@ func loadColumns(ctx context.Context, conn *pgx.Conn, byOID map[uint32]*Table, o
 		       format_type(a.atttypid, a.atttypmod),
 		       CASE WHEN a.atttypid = 'bit'::regtype AND a.atttypmod > 1
 		            THEN format_type(a.atttypid, a.atttypmod)
-		            ELSE format_type(a.atttypid, NULL) END
+		            ELSE format_type(a.atttypid, NULL) END,
+		       a.attgenerated <> ''
 		FROM pg_attribute a
 		WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
 		  AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
@@ -223,7 +227,7 @@ func loadColumns(ctx context.Context, conn *pgx.Conn, byOID map[uint32]*Table, o
 	for rows.Next() {
 		var rel uint32
 		c := &Column{}
-		if err := rows.Scan(&rel, &c.Name, &c.Num, &c.TypeOID, &c.TypeMod, &c.NotNull, &c.SQLType, &c.CatalogType); err != nil {
+		if err := rows.Scan(&rel, &c.Name, &c.Num, &c.TypeOID, &c.TypeMod, &c.NotNull, &c.SQLType, &c.CatalogType, &c.Generated); err != nil {
 			return err
 		}
 		t := byOID[rel]

@@ -278,7 +278,16 @@ func (e *Engine) checkPublication(ctx context.Context, conn *pgx.Conn, ld *logDa
 			ld.name, pgx.Identifier{pub.Name}.Sanitize(), strings.Join(names, ", "), pgx.Identifier{pub.Name}.Sanitize(), strings.Join(names, ", ")))
 	}
 	for _, p := range ld.plans {
-		restrictions, err := pub.Restrictions(ctx, conn, pgoutput.Table{Schema: p.schema, Name: p.table, Partitioned: p.live.Kind == discovery.KindPartitionedTable}, columnNames(p.columns))
+		// Generated columns are not published before PostgreSQL 18 (nor
+		// after it without publish_generated_columns): the stream re-reads
+		// them, no column list hides them.
+		var published []string
+		for _, c := range p.columns {
+			if !c.Generated {
+				published = append(published, c.Name)
+			}
+		}
+		restrictions, err := pub.Restrictions(ctx, conn, pgoutput.Table{Schema: p.schema, Name: p.table, Partitioned: p.live.Kind == discovery.KindPartitionedTable}, published)
 		if err != nil {
 			return fmt.Errorf("database %q: %w", ld.name, err)
 		}
