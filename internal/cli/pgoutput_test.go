@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tap-postgres/tap-postgres/internal/cli"
 	"github.com/tap-postgres/tap-postgres/internal/localpg"
 	"github.com/tap-postgres/tap-postgres/internal/testpg"
@@ -310,5 +313,74 @@ func TestLogBasedGeneratedColumns(t *testing.T) {
 		if n := len(records(streamed.messages, "calc")); n != 2 {
 			t.Errorf("%d streamed records, want the insert and the update", n)
 		}
+	})
+}
+
+// TestLogBasedFromStandby: LOG_BASED reads a physical standby of the
+// primary (PostgreSQL 16+): first copy, streaming, acknowledgement to the
+// input state, clean stop. Before 16 a standby cannot decode: one CRITICAL
+// says so before anything is copied.
+func TestLogBasedFromStandby(t *testing.T) {
+	ctx := t.Context()
+	standby, err := pg.StartStandby(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { standby.Stop() })
+	db := testpg.NewDatabase(t, pg)
+	slot := slotFor(db)
+	testpg.Exec(t, pg, db, `CREATE TABLE far (id integer PRIMARY KEY, v text); INSERT INTO far VALUES (1, 'one'), (2, 'two');
+		CREATE PUBLICATION `+slot+` FOR TABLE far;`)
+	if err := standby.WaitReplayed(ctx, pg); err != nil {
+		t.Fatal(err)
+	}
+	cfg := configFor(db, map[string]any{"slot_name": slot})
+	cfg["port"] = standby.Port
+	cfgPath := writeFile(t, "config.json", cfg)
+	catalog := logCatalog(t, cfgPath, db+"-public-far")
+	if pg.Major() < 16 {
+		wantCritical(t, runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catalog),
+			"the server is a standby (in recovery), and PostgreSQL", "cannot decode changes on a standby (16 and later can)")
+		return
+	}
+	// A slot made on a standby, and the copy's snapshot slot, wait for a
+	// running-transactions record from the primary: keep writing one.
+	snapshots, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for snapshots.Err() == nil {
+			_ = pg.Exec(snapshots, "postgres", "SELECT pg_log_standby_snapshot()")
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	testpg.Exec(t, standby, db, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot))
+	first, s1 := logRun(t, cfgPath, catalog, nil)
+	if n := len(records(first.messages, "far")); n != 2 {
+		t.Fatalf("first copy from the standby: %d records\n%s", n, first.stderr)
+	}
+	testpg.Exec(t, pg, db, `UPDATE far SET v = 'changed' WHERE id = 1; INSERT INTO far VALUES (3, 'three'); DELETE FROM far WHERE id = 2;`)
+	if err := standby.WaitReplayed(ctx, pg); err != nil {
+		t.Fatal(err)
+	}
+	streamed, s2 := logRun(t, cfgPath, catalog, s1)
+	recs := records(streamed.messages, "far")
+	if len(recs) != 3 || recs[0]["v"] != "changed" || fmt.Sprint(recs[1]["id"]) != "3" || recs[2]["_sdc_deleted_at"] == nil {
+		t.Fatalf("changes streamed from the standby: %v\n%s", recs, streamed.stderr)
+	}
+	logRun(t, cfgPath, catalog, s2) // confirms s2's position
+	var confirmed string
+	conn, err := pgx.Connect(ctx, standby.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&confirmed); err != nil {
+		t.Fatal(err)
+	}
+	if lsn, _ := pglogrepl.ParseLSN(confirmed); uint64(lsn) != bookmarkLSN(t, s2, db+"-public-far") {
+		t.Errorf("the standby's slot is confirmed to %s, want the input state's %d", confirmed, bookmarkLSN(t, s2, db+"-public-far"))
+	}
+	t.Cleanup(func() {
+		_ = standby.Exec(context.Background(), db, fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", slot))
 	})
 }

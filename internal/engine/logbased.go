@@ -97,6 +97,25 @@ func (e *Engine) prepareLogBased(ctx context.Context, plans []*streamPlan, state
 	return dbs, nil
 }
 
+// standbyCanDecode refuses a standby before PostgreSQL 16, which cannot
+// decode, and notes one that can.
+func standbyCanDecode(ctx context.Context, conn *pgx.Conn, ld *logDatabase) error {
+	var recovering bool
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), current_setting('server_version_num')::int`).Scan(&recovering, &version); err != nil {
+		return fmt.Errorf("database %q: is the server a standby: %w", ld.name, err)
+	}
+	switch {
+	case !recovering:
+		return nil
+	case version < 160000:
+		return fmt.Errorf("database %q: the server is a standby (in recovery), and PostgreSQL %d cannot decode changes on a standby (16 and later can): point the LOG_BASED streams at the primary, or use a standby of PostgreSQL 16 or later",
+			ld.name, version/10000)
+	}
+	ld.note("the server is a standby: the slot and its publication (created on the primary) are read here; a new slot waits for the primary's next running-transactions record (every 15 s while it is busy; SELECT pg_log_standby_snapshot() on the primary writes one now)")
+	return nil
+}
+
 // checkSlot finds the database's slot and makes sure streaming from it can
 // lose nothing: it exists with a plugin the tap decodes and the server
 // allows, its publication (pgoutput) sends every change of every selected
@@ -112,6 +131,9 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 		return logical.Slot{}, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if err := standbyCanDecode(ctx, conn, ld); err != nil {
+		return logical.Slot{}, err
+	}
 	allow, err := logical.ReadPluginAllowList(ctx, conn)
 	if err != nil {
 		return logical.Slot{}, fmt.Errorf("database %q: %w", ld.name, err)

@@ -267,3 +267,24 @@ func TestKeptClusterOutlivesItsOwner(t *testing.T) {
 		t.Error("the kept cluster still accepts connections after StopKept")
 	}
 }
+
+// TestStandby: a physical standby replays what the primary writes.
+func TestStandby(t *testing.T) {
+	ctx := t.Context()
+	standby, err := cluster.StartStandby(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { standby.Stop() })
+	db := testpg.NewDatabase(t, cluster)
+	testpg.Exec(t, cluster, db, "CREATE TABLE replayed (id int); INSERT INTO replayed VALUES (1), (2)")
+	if err := standby.WaitReplayed(ctx, cluster); err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, standby.ConnString(db))
+	var n int
+	var recovering bool
+	if err := conn.QueryRow(ctx, "SELECT count(*), pg_is_in_recovery() FROM replayed").Scan(&n, &recovering); err != nil || n != 2 || !recovering {
+		t.Fatalf("standby: %d rows, in recovery %t, %v", n, recovering, err)
+	}
+}

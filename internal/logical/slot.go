@@ -93,7 +93,9 @@ func Slots(ctx context.Context, conn *pgx.Conn, names []string) ([]Slot, error) 
 // CurrentLSN is the server's current WAL write position.
 func CurrentLSN(ctx context.Context, conn *pgx.Conn) (LSN, error) {
 	var text string
-	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&text); err != nil {
+	// A standby (decoding there from PostgreSQL 16) has no WAL position
+	// of its own to write at: where it has replayed to is its end.
+	if err := conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text`).Scan(&text); err != nil {
 		return 0, fmt.Errorf("read current WAL position: %w", err)
 	}
 	return pglogrepl.ParseLSN(text)
