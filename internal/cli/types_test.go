@@ -59,6 +59,10 @@ func everyTypeColumns() []typeColumn {
 		// A numeric with a negative scale is PostgreSQL 15's.
 		columns = slices.DeleteFunc(columns, func(c typeColumn) bool { return c.name == "c_numeric_neg_scale" })
 	}
+	if pg.Major() < 14 {
+		// Numeric infinities and multiranges are PostgreSQL 14's.
+		columns = slices.DeleteFunc(columns, func(c typeColumn) bool { return c.name == "c_numeric_inf" || c.name == "c_int4multirange" })
+	}
 	return columns
 }
 
@@ -72,6 +76,7 @@ func allTypeColumns() []typeColumn {
 		{"c_numeric_12_2", "numeric(12,2)", asNumber, false},
 		{"c_numeric_38_0", "numeric(38,0)", asNumber, false},
 		{"c_numeric_neg_scale", "numeric(3,-2)", asNumber, false},
+		{"c_numeric_inf", "numeric", asNumber, false},
 		{"c_real", "real", asNumber, true},
 		{"c_double", "double precision", asNumber, true},
 		{"c_bool", "boolean", `to_json(%[1]s)`, false},
@@ -110,6 +115,7 @@ func allTypeColumns() []typeColumn {
 		{"c_polygon", "polygon", asOutput, false},
 		{"c_circle", "circle", asOutput, false},
 		{"c_int4range", "int4range", asOutput, false},
+		{"c_int4multirange", "int4multirange", asOutput, false},
 		{"c_tstzrange", "tstzrange", asOutput, false},
 		{"c_tsvector", "tsvector", asOutput, false},
 		{"c_tsquery", "tsquery", asOutput, false},
@@ -165,7 +171,7 @@ var everyTypeRows = []map[string]string{
 		"c_cidr": "10.0.0.0/8", "c_macaddr": "08:00:2b:01:02:03", "c_macaddr8": "08:00:2b:01:02:03:04:05",
 		"c_money": "1234.56", "c_xml": "<a b=\"1\">x &amp; y</a>", "c_point": "(1.5,-2)", "c_line": "{1,-1,0}",
 		"c_lseg": "[(0,0),(1,1)]", "c_box": "(1,1),(0,0)", "c_path": "[(0,0),(1,1),(2,0)]",
-		"c_polygon": "((0,0),(1,1),(1,0))", "c_circle": "<(0,0),2>", "c_int4range": "[1,10)",
+		"c_polygon": "((0,0),(1,1),(1,0))", "c_circle": "<(0,0),2>", "c_int4range": "[1,10)", "c_int4multirange": "{[1,3),[5,7)}", "c_numeric_inf": "Infinity",
 		"c_tstzrange": "[2024-01-01 00:00:00+00,2024-02-01 00:00:00+00)", "c_tsvector": "'a' 'fat':2 'rat':3",
 		"c_tsquery": "'fat' & 'rat'", "c_oid": "4294967295", "c_pg_lsn": "16/B374D848", "c_pair": `(1,"a b")`,
 		"c_posint": "42", "c_dom_numeric": "1234567.125", "c_dom_text": "short",
@@ -187,7 +193,7 @@ var everyTypeRows = []map[string]string{
 		"c_interval": "-178000000 years", "c_bytea": `\x`, "c_inet": "::1", "c_cidr": "2001:db8::/32",
 		"c_macaddr": "00:00:00:00:00:00", "c_macaddr8": "00:00:00:00:00:00:00:00", "c_money": "-0.01", "c_xml": "",
 		"c_point": "(0,0)", "c_line": "{0,1,0}", "c_lseg": "[(0,0),(0,0)]", "c_box": "(0,0),(0,0)", "c_path": "((0,0),(1,1))",
-		"c_polygon": "((0,0))", "c_circle": "<(0,0),0>", "c_int4range": "empty", "c_tstzrange": "(,)",
+		"c_polygon": "((0,0))", "c_circle": "<(0,0),0>", "c_int4range": "empty", "c_int4multirange": "{}", "c_numeric_inf": "-Infinity", "c_tstzrange": "(,)",
 		"c_tsvector": "", "c_tsquery": "", "c_oid": "0", "c_pg_lsn": "0/0", "c_pair": "(,)",
 		"c_posint": "1", "c_dom_numeric": "-0.001", "c_dom_text": "",
 		"c_int_array": "{}", "c_int_2d": "{}", "c_text_array": "{}", "c_varchar_array": "{}", "c_bool_array": "{}",
