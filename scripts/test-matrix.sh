@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # LOG_BASED through pgoutput: insert, update, delete, key change, unchanged
 # TOAST, drift, TRUNCATE, partitions, several databases, a paused consumer,
 # acknowledgement only to the input state, the publication's checks.
-tests='^(TestDiscoveryMetadata|TestEveryTypeMatchesPostgreSQL|TestFullTableResumeAfterCrash|TestIncrementalTiesNullsAndQuotes|TestIncrementalKeyTypesRoundTrip|TestLogBasedChangeKinds|TestLogBasedValuesMatchCopy|TestLogBasedToastBatch|TestLogBasedTypmodChange|TestLogBasedPartitionTruncateAndToastBytea|TestLogBasedPartitionCreatedDuringRun|TestLogBasedTwoDatabases|TestLogBasedSlowConsumer|TestLogBasedAcknowledgesOnlyStartState|TestPgoutputPublicationChecks|TestLogBasedGeneratedColumns|TestLogBasedFromStandby|TestConnectionCheck)$'
+tests='^(TestDiscoveryMetadata|TestEveryTypeMatchesPostgreSQL|TestFullTableResumeAfterCrash|TestIncrementalTiesNullsAndQuotes|TestIncrementalKeyTypesRoundTrip|TestLogBasedChangeKinds|TestLogBasedValuesMatchCopy|TestLogBasedToastBatch|TestLogBasedTypmodChange|TestLogBasedPartitionTruncateAndToastBytea|TestLogBasedPartitionCreatedDuringRun|TestLogBasedTwoDatabases|TestLogBasedSlowConsumer|TestLogBasedAcknowledgesOnlyStartState|TestPgoutputPublicationChecks|TestLogBasedGeneratedColumns|TestLogBasedFromStandby|TestSlotHealth|TestConnectionCheck)$'
 go test -c -o "${TMPDIR:-/tmp}/tap-postgres-cli.test" ./internal/cli
 bin="${TMPDIR:-/tmp}/tap-postgres-cli.test"
 logs=$(mktemp -d)

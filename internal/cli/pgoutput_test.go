@@ -384,3 +384,55 @@ func TestLogBasedFromStandby(t *testing.T) {
 		_ = standby.Exec(context.Background(), db, fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", slot))
 	})
 }
+
+// TestSlotHealth: a slot holding more WAL than slot_wal_warn_bytes is a
+// WARNING; one that lost WAL it needs (max_slot_wal_keep_size) stops the
+// run before anything is read, with the commands that recover.
+func TestSlotHealth(t *testing.T) {
+	if pg.Major() < 13 {
+		t.Skip("wal_status and max_slot_wal_keep_size are PostgreSQL 13's")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	small, err := localpg.Start(ctx, localpg.Options{ExtraConf: []string{"max_slot_wal_keep_size = 32MB", "max_wal_size = 64MB", "min_wal_size = 32MB"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { small.Stop() })
+	exec := func(sql string) {
+		t.Helper()
+		if err := small.Exec(ctx, "postgres", sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`CREATE TABLE kept (id integer PRIMARY KEY, v text); INSERT INTO kept VALUES (1, 'a');
+		CREATE TABLE filler (v text); CREATE PUBLICATION health FOR TABLE kept;`)
+	exec(`SELECT pg_create_logical_replication_slot('health', 'pgoutput')`)
+	cfg := map[string]any{"host": small.Host, "port": small.Port, "user": small.User, "password": small.Password,
+		"dbname": "postgres", "filter_dbs": "postgres", "slot_name": "health", "state_interval_seconds": 0, "slot_wal_warn_bytes": 1}
+	cfgPath := writeFile(t, "config.json", cfg)
+	catalog := logCatalog(t, cfgPath, "postgres-public-kept")
+	_, state := logRun(t, cfgPath, catalog, nil)
+	exec(`INSERT INTO filler SELECT repeat('x', 2000) FROM generate_series(1, 5000)`)
+	warned, _ := logRun(t, cfgPath, catalog, state)
+	if !strings.Contains(warned.stderr, "WARNING database \"postgres\": slot health holds ") || !strings.Contains(warned.stderr, "more than slot_wal_warn_bytes (1)") {
+		t.Errorf("no WARNING for the WAL the slot holds:\n%s", warned.stderr)
+	}
+	// WAL past max_slot_wal_keep_size, removed at checkpoints: the slot,
+	// confirmed only to the input state, loses it.
+	for range 6 {
+		exec(`INSERT INTO filler SELECT repeat(md5(random()::text), 64) FROM generate_series(1, 8000); SELECT pg_switch_wal(); CHECKPOINT;`)
+	}
+	var status string
+	conn, err := pgx.Connect(ctx, small.ConnString("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'health'").Scan(&status); err != nil || status != "lost" {
+		t.Fatalf("slot wal_status %q (%v): the test did not make it lose WAL", status, err)
+	}
+	wantCritical(t, runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catalog, "--state", writeFile(t, "state.json", state)),
+		`slot health has lost WAL it needs (wal_status lost`, `SELECT pg_drop_replication_slot('health'); SELECT * FROM pg_create_logical_replication_slot('health', 'pgoutput');`,
+		"reset its LOG_BASED streams (postgres-public-kept)")
+}

@@ -132,6 +132,9 @@ type Config struct {
 	// takes from the server (a row as text, a change as the plugin sends
 	// it); default 256 MiB.
 	MaxRowBytes int
+	// SlotWALWarnBytes is key slot_wal_warn_bytes: a slot holding more WAL
+	// is warned of; default 10 GiB, 0 never.
+	SlotWALWarnBytes int
 	// StateInterval is key state_interval_seconds, the least time between
 	// two STATE messages but the last; default 5s, 0 for every one.
 	StateInterval         time.Duration
@@ -160,6 +163,7 @@ const (
 	defaultMaxRun             = 43200 * time.Second
 	defaultStateInterval      = 5 * time.Second
 	defaultMaxRowBytes        = 256 << 20
+	defaultSlotWALWarnBytes   = 10 << 30
 	minMaxRowBytes            = 1 << 20
 	defaultMaxParallelStreams = 1
 	defaultIterSize           = 20000
@@ -181,6 +185,7 @@ func defaults() Config {
 		MaxRun:                defaultMaxRun,
 		StateInterval:         defaultStateInterval,
 		MaxRowBytes:           defaultMaxRowBytes,
+		SlotWALWarnBytes:      defaultSlotWALWarnBytes,
 		MaxParallelStreams:    defaultMaxParallelStreams,
 		IterSize:              defaultIterSize,
 		Wal2jsonMessageFormat: defaultWal2jsonFormat,
@@ -243,6 +248,7 @@ func Parse(data []byte) (Config, []string, error) {
 		{"max_run_seconds", &c.MaxRun},
 		{"state_interval_seconds", &c.StateInterval},
 		{"max_row_bytes", &c.MaxRowBytes},
+		{"slot_wal_warn_bytes", &c.SlotWALWarnBytes},
 		{"max_parallel_streams", &c.MaxParallelStreams},
 		{"itersize", &c.IterSize},
 		{"wal2json_message_format", &c.Wal2jsonMessageFormat},
@@ -341,6 +347,9 @@ func (c Config) problems() []*keyError {
 	positive("max_run_seconds", c.MaxRun)
 	if c.StateInterval < 0 {
 		add("state_interval_seconds", "cannot be negative")
+	}
+	if c.SlotWALWarnBytes < 0 {
+		add("slot_wal_warn_bytes", "cannot be negative")
 	}
 	if c.MaxRowBytes < minMaxRowBytes {
 		add("max_row_bytes", "must be at least %d (1 MiB), got %d", minMaxRowBytes, c.MaxRowBytes)

@@ -187,6 +187,9 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 						usable.Name, usable.ConfirmedFlush, p.id, logical.LSN(lsn))
 				}
 			}
+			if err := e.checkSlotHealth(ld, usable); err != nil {
+				return logical.Slot{}, err
+			}
 			if err := e.checkPlugin(ctx, conn, ld, usable, allow); err != nil {
 				return logical.Slot{}, err
 			}
@@ -204,6 +207,29 @@ func (e *Engine) checkSlot(ctx context.Context, ld *logDatabase, state *singer.S
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// checkSlotHealth refuses a slot that lost WAL it needs, and warns of one
+// that may lose it or holds more than slot_wal_warn_bytes: the slot that
+// keeps WAL until the source's disk fills is how a CDC pipeline hurts
+// production.
+func (e *Engine) checkSlotHealth(ld *logDatabase, slot *logical.Slot) error {
+	switch slot.WALStatus {
+	case "lost":
+		var ids []string
+		for _, p := range ld.plans {
+			ids = append(ids, p.id)
+		}
+		return fmt.Errorf("database %q: slot %s has lost WAL it needs (wal_status lost: max_slot_wal_keep_size let the server remove it), so the changes since its position are gone. "+
+			"Recreate the slot: SELECT pg_drop_replication_slot('%s'); SELECT * FROM pg_create_logical_replication_slot('%s', '%s'); then reset its LOG_BASED streams (%s) so that they are copied again",
+			ld.name, slot.Name, slot.Name, slot.Name, slot.Plugin, strings.Join(ids, ", "))
+	case "unreserved":
+		ld.warn("slot %s is unreserved: it holds more WAL than max_slot_wal_keep_size and will lose some at the next checkpoint unless this run moves it on", slot.Name)
+	}
+	if limit := int64(e.cfg.SlotWALWarnBytes); limit > 0 && slot.WALHeld > limit {
+		ld.warn("slot %s holds %d bytes of WAL (%.1f GiB), more than slot_wal_warn_bytes (%d): the server keeps it until the slot moves on", slot.Name, slot.WALHeld, float64(slot.WALHeld)/(1<<30), limit)
+	}
+	return nil
 }
 
 // checkPlugin makes sure the slot's plugin can stream every selected

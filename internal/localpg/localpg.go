@@ -96,12 +96,12 @@ type Cluster struct {
 	// packages; not the npm builds of other majors).
 	hasWal2json bool
 	// major is the server's major version (12 for 12.22).
-	major int
-	logFile            string
-	logw               io.Writer
-	asRoot             bool
-	uid                int
-	gid                int
+	major   int
+	logFile string
+	logw    io.Writer
+	asRoot  bool
+	uid     int
+	gid     int
 }
 
 // Start creates a new cluster in a fresh temporary directory and starts it.

@@ -21,6 +21,12 @@ type Slot struct {
 	// ActivePID is the backend streaming from the slot, 0 when idle.
 	ActivePID      int32
 	ConfirmedFlush LSN
+	// WALStatus is pg_replication_slots.wal_status (PostgreSQL 13+):
+	// reserved, extended, unreserved or lost; "" before 13.
+	WALStatus string
+	// WALHeld is how many bytes of WAL the slot keeps the server from
+	// removing: from its restart_lsn to the end of WAL.
+	WALHeld int64
 }
 
 // validSlotName is what PostgreSQL accepts as a slot name.
@@ -57,10 +63,12 @@ func SlotNames(configured, db string) []string {
 
 // Slots returns the existing slots among names, in the order of names.
 func Slots(ctx context.Context, conn *pgx.Conn, names []string) ([]Slot, error) {
+	// to_jsonb reads wal_status where the server has it (13+).
 	rows, err := conn.Query(ctx, `
 		SELECT slot_name, coalesce(plugin, ''), coalesce(database, ''), coalesce(active_pid, 0),
-		       coalesce(confirmed_flush_lsn, '0/0')::text
-		FROM pg_replication_slots WHERE slot_name = ANY($1::text[])`, names)
+		       coalesce(confirmed_flush_lsn, '0/0')::text, coalesce(to_jsonb(s)->>'wal_status', ''),
+		       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn), 0)::bigint
+		FROM pg_replication_slots s WHERE slot_name = ANY($1::text[])`, names)
 	if err != nil {
 		return nil, fmt.Errorf("read pg_replication_slots: %w", err)
 	}
@@ -68,7 +76,7 @@ func Slots(ctx context.Context, conn *pgx.Conn, names []string) ([]Slot, error) 
 	for rows.Next() {
 		var s Slot
 		var confirmed string
-		if err := rows.Scan(&s.Name, &s.Plugin, &s.Database, &s.ActivePID, &confirmed); err != nil {
+		if err := rows.Scan(&s.Name, &s.Plugin, &s.Database, &s.ActivePID, &confirmed, &s.WALStatus, &s.WALHeld); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read pg_replication_slots: %w", err)
 		}
