@@ -33,6 +33,8 @@ type Engine struct {
 	log    *slog.Logger
 	clock  func() time.Time
 	states *stateCadence
+	// slots are what Slots reports.
+	slots []SlotHealth
 }
 
 // New prepares an engine. clock is injected so tests control versions and

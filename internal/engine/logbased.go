@@ -92,10 +92,24 @@ func (e *Engine) prepareLogBased(ctx context.Context, plans []*streamPlan, state
 			}
 		}
 		ld.slot = slot
+		e.slots = append(e.slots, SlotHealth{Database: ld.name, Slot: slot.Name, Plugin: slot.Plugin, WALStatus: slot.WALStatus, WALHeld: slot.WALHeld})
 		dbs = append(dbs, ld)
 	}
 	return dbs, nil
 }
+
+// SlotHealth is a slot as a sync found it before streaming.
+type SlotHealth struct {
+	Database  string `json:"database"`
+	Slot      string `json:"slot"`
+	Plugin    string `json:"plugin"`
+	WALStatus string `json:"wal_status,omitempty"`
+	// WALHeld is the WAL the slot kept from removal, in bytes.
+	WALHeld int64 `json:"wal_held_bytes"`
+}
+
+// Slots are the slots the last Sync streamed from, as it found them.
+func (e *Engine) Slots() []SlotHealth { return e.slots }
 
 // standbyCanDecode refuses a standby before PostgreSQL 16, which cannot
 // decode, and notes one that can.

@@ -10,6 +10,8 @@ import (
 	iofs "io/fs"
 	"log/slog"
 	"maps"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -48,7 +50,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		return code
 	}
 	if args[0] == "serve" {
-		return serveCommand(ctx, cl.integrations, cl.store, stderr)
+		return serveCommand(ctx, cl.integrations, cl.store, cl.http, stderr)
 	}
 	in, err := LoadIntegration(cl.integrations[0])
 	if err != nil {
@@ -153,7 +155,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 }
 
 // serveCommand runs every integration on its schedule until SIGINT/SIGTERM.
-func serveCommand(ctx context.Context, paths []string, storeDir string, stderr io.Writer) int {
+func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string, stderr io.Writer) int {
 	var ins []*Integration
 	for _, p := range paths {
 		in, err := LoadIntegration(p)
@@ -176,6 +178,19 @@ func serveCommand(ctx context.Context, paths []string, storeDir string, stderr i
 			return 1
 		}
 		owners[in.StoreKey()] = in.Name
+	}
+	if httpAddr != "" {
+		listener, err := net.Listen("tcp", httpAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "CRITICAL serve --http %s: %v\n", httpAddr, err)
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", MetricsHandler(ins, storeDir, time.Now))
+		server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = server.Serve(listener) }()
+		defer server.Close()
+		log.Info(fmt.Sprintf("metrics at http://%s/metrics", listener.Addr()))
 	}
 	err := Serve(ctx, ins, systemClock{}, log, func(ctx context.Context, in *Integration) error {
 		store, err := openIntegrationStore(ctx, storeDir, in)
@@ -239,6 +254,7 @@ type commandLine struct {
 	stream       string
 	job          int
 	asJSON       bool
+	http         string
 }
 
 // parseCommandLine reads a subcommand's flags; nil with the exit status
@@ -258,6 +274,7 @@ func parseCommandLine(args []string, stderr io.Writer) (*commandLine, int) {
 	fs.StringVar(&cl.stream, "stream", "", "reset: the tap_stream_id to copy again")
 	fs.IntVar(&cl.job, "job", 0, "logs: the job (default: the last)")
 	fs.BoolVar(&cl.asJSON, "json", false, "report: JSON instead of tables")
+	fs.StringVar(&cl.http, "http", "", "serve: also serve /metrics (Prometheus) at this address, e.g. 127.0.0.1:9187")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, 0

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tap-postgres/tap-postgres/internal/durable"
+	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
@@ -160,6 +161,9 @@ type JobRecord struct {
 	// Sent are the records sent to the destination per stream, loaded or
 	// not; nil in records written before it was kept.
 	Sent map[string]int64 `json:"sent,omitempty"`
+	// Slots are the LOG_BASED slots the job streamed from, as it found
+	// them (WAL held, wal_status).
+	Slots []engine.SlotHealth `json:"slots,omitempty"`
 	// Durations are per stream, from its first record to its last.
 	Durations map[string]time.Duration `json:"durations,omitempty"`
 	// Bookmarks are INCREMENTAL streams' replication key values after the

@@ -1,0 +1,138 @@
+package runner
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tap-postgres/tap-postgres/internal/engine"
+	"github.com/tap-postgres/tap-postgres/internal/schedule"
+)
+
+// MetricsHandler serves the integrations' job history in Prometheus' text
+// format, read from the store at each scrape: what `report` shows, as
+// series an alerting system can watch (README, "Metrics").
+func MetricsHandler(integrations []*Integration, store string, clock func() time.Time) http.Handler {
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(&historyCollector{integrations: integrations, store: store, clock: clock})
+	return promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
+}
+
+// durationBuckets are job durations worth telling apart: seconds to hours.
+var durationBuckets = []float64{1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600}
+
+var (
+	descStoreUp = prometheus.NewDesc("tap_postgres_store_up",
+		"Whether the integration's store could be read at this scrape.", []string{"integration"}, nil)
+	descJobs = prometheus.NewDesc("tap_postgres_jobs_total",
+		"Jobs recorded, by how they ended (running for one not ended yet).", []string{"integration", "status"}, nil)
+	descDuration = prometheus.NewDesc("tap_postgres_job_duration_seconds",
+		"Duration of the jobs that ended.", []string{"integration"}, nil)
+	descRowsLoaded = prometheus.NewDesc("tap_postgres_rows_loaded_total",
+		"Rows the destination loaded (for a Singer target: covered by a state it printed).", []string{"integration", "table"}, nil)
+	descRecordsSent = prometheus.NewDesc("tap_postgres_records_sent_total",
+		"Records the tap emitted to the destination.", []string{"integration", "table"}, nil)
+	descLastSuccess = prometheus.NewDesc("tap_postgres_last_success_timestamp_seconds",
+		"When the last job that succeeded ended (Unix time).", []string{"integration"}, nil)
+	descNextRun = prometheus.NewDesc("tap_postgres_next_run_seconds",
+		"Seconds until the schedule's next job.", []string{"integration"}, nil)
+	descSlotWAL = prometheus.NewDesc("tap_postgres_slot_wal_held_bytes",
+		"WAL a LOG_BASED slot kept from removal, as the last job found it.", []string{"integration", "database", "slot", "wal_status"}, nil)
+)
+
+// historyCollector reads each integration's history when scraped.
+type historyCollector struct {
+	integrations []*Integration
+	store        string
+	clock        func() time.Time
+}
+
+func (c *historyCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descStoreUp, descJobs, descDuration, descRowsLoaded, descRecordsSent, descLastSuccess, descNextRun, descSlotWAL} {
+		ch <- d
+	}
+}
+
+func (c *historyCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.clock()
+	for _, in := range c.integrations {
+		if sched, err := schedule.Parse(in.Schedule); err == nil && in.Schedule != (schedule.Spec{}) {
+			ch <- prometheus.MustNewConstMetric(descNextRun, prometheus.GaugeValue, sched.Next(now).Sub(now).Seconds(), in.Name)
+		}
+		jobs, err := c.history(in)
+		up := 1.0
+		if err != nil {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, up, in.Name)
+		if err != nil {
+			continue
+		}
+		collectHistory(ch, in.Name, jobs)
+	}
+}
+
+func (c *historyCollector) history(in *Integration) ([]JobRecord, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store, err := OpenStore(ctx, c.store, in.StoreKey())
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	return store.Jobs()
+}
+
+func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord) {
+	statuses := map[string]float64{}
+	loaded, sent := map[string]float64{}, map[string]float64{}
+	buckets := make(map[float64]uint64, len(durationBuckets))
+	var count uint64
+	var sum float64
+	var lastSuccess time.Time
+	var slots []engine.SlotHealth
+	for _, j := range jobs {
+		statuses[j.Status]++
+		for table, n := range j.Rows {
+			loaded[table] += float64(n)
+		}
+		for table, n := range j.Sent {
+			sent[table] += float64(n)
+		}
+		if j.Status != statusRunning && !j.Finished.IsZero() {
+			d := j.Finished.Sub(j.Started).Seconds()
+			count++
+			sum += d
+			for _, b := range durationBuckets {
+				if d <= b {
+					buckets[b]++
+				}
+			}
+		}
+		if j.Status == statusSucceeded && j.Finished.After(lastSuccess) {
+			lastSuccess = j.Finished
+		}
+		if len(j.Slots) > 0 {
+			slots = j.Slots // the latest job's
+		}
+	}
+	for status, n := range statuses {
+		ch <- prometheus.MustNewConstMetric(descJobs, prometheus.CounterValue, n, name, status)
+	}
+	ch <- prometheus.MustNewConstHistogram(descDuration, count, sum, buckets, name)
+	for table, n := range loaded {
+		ch <- prometheus.MustNewConstMetric(descRowsLoaded, prometheus.CounterValue, n, name, table)
+	}
+	for table, n := range sent {
+		ch <- prometheus.MustNewConstMetric(descRecordsSent, prometheus.CounterValue, n, name, table)
+	}
+	if !lastSuccess.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, float64(lastSuccess.Unix()), name)
+	}
+	for _, s := range slots {
+		ch <- prometheus.MustNewConstMetric(descSlotWAL, prometheus.GaugeValue, float64(s.WALHeld), name, s.Database, s.Slot, s.WALStatus)
+	}
+}
