@@ -47,7 +47,7 @@ const Usage = `usage:
   tap-postgres --config CONFIG.json --test [--catalog CATALOG.json] Singer tap: check the connection, tables and slots
   tap-postgres check  --integration FILE                           runner: check an integration's source and destination
   tap-postgres run    --integration FILE [--store DIR]             runner: run one job now
-  tap-postgres serve  --integration FILE... [--store DIR]          runner: run jobs on the integrations' schedules
+  tap-postgres serve  --integration FILE... [--store DIR] [--http ADDR]  runner: jobs on schedules; /metrics at ADDR
   tap-postgres reset  --integration FILE --stream ID [--store DIR] runner: copy a stream again on the next job
   tap-postgres jobs   --integration FILE [--store DIR]             runner: list the jobs
   tap-postgres logs   --integration FILE [--job N] [--store DIR]   runner: print a job's extraction log
