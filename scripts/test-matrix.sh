@@ -19,6 +19,9 @@ bin="${TMPDIR:-/tmp}/tap-postgres-cli.test"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 began=$SECONDS
+# Fetched first: a failure here fails the matrix (set -e does not see one
+# inside a process substitution).
+majors_and_bins=$(scripts/pg-fetch.sh "$@")
 failed=()
 run() {
   local major=$1 dir=$2
@@ -37,7 +40,7 @@ while read -r major dir; do
     done
     pids=(); majors=()
   fi
-done < <(scripts/pg-fetch.sh "$@")
+done <<<"$majors_and_bins"
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}" || failed+=("${majors[$i]}")
   echo "== PostgreSQL ${majors[$i]}"; cat "$logs/${majors[$i]}"

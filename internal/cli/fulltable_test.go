@@ -587,6 +587,8 @@ func TestStateInterval(t *testing.T) {
 	state := writeFile(t, "state.json", map[string]any{"bookmarks": map[string]any{
 		db + "-public-gone1": map[string]any{"version": 1}, db + "-public-gone2": map[string]any{"version": 2},
 		"otherdb-public-kept": map[string]any{"lsn": 123},
+		// Database db+"-eu", whose name begins like this one's.
+		db + "-eu-public-kept": map[string]any{"lsn": 456},
 	}})
 	r := runTap(t, cli.Env{}, "--config", cfgPath, "--catalog", catalog, "--state", state)
 	if r.code != 0 {
@@ -602,9 +604,9 @@ func TestStateInterval(t *testing.T) {
 		t.Errorf("%d STATE messages for %d one-row tables, want a few", states, tables)
 	}
 	books := lastState(t, r.messages)["bookmarks"].(map[string]any)
-	if len(books) != tables+1 || books["otherdb-public-kept"] == nil || books[db+"-public-gone1"] != nil {
-		t.Errorf("last state has %d bookmarks (other database's: %v, dropped stream's: %v), want %d and only the other database's kept",
-			len(books), books["otherdb-public-kept"], books[db+"-public-gone1"], tables+1)
+	if len(books) != tables+2 || books["otherdb-public-kept"] == nil || books[db+"-eu-public-kept"] == nil || books[db+"-public-gone1"] != nil {
+		t.Errorf("last state has %d bookmarks (other databases': %v, %v; dropped stream's: %v), want %d and only the other databases' kept",
+			len(books), books["otherdb-public-kept"], books[db+"-eu-public-kept"], books[db+"-public-gone1"], tables+2)
 	}
 	if !strings.Contains(r.stderr, "state: dropped the bookmarks of 2 streams the catalog no longer lists") {
 		t.Errorf("no log line about the dropped bookmarks:\n%s", r.stderr)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/tap-postgres/tap-postgres/internal/durable"
 )
@@ -30,6 +31,11 @@ type jsonlLoader struct {
 	// first: with thousands of streams, a file and a buffer each would
 	// hold gigabytes.
 	open []*streamFile
+	// closeErr is the first failure to make a file durable as it was
+	// closed to make room: a load syncing the files it held finds that
+	// one closed, and must not commit over it.
+	mu       sync.Mutex
+	closeErr error
 }
 
 // maxOpenFiles and fileBuffer bound what the streams' files hold: 4 MiB of
@@ -94,12 +100,7 @@ func (d *jsonlLoader) reopen(f *streamFile) error {
 		if err != nil {
 			return fmt.Errorf("jsonl destination: %w", err)
 		}
-		f.f = file
-		if f.w == nil {
-			f.w = bufio.NewWriterSize(file, fileBuffer)
-		} else {
-			f.w.Reset(file)
-		}
+		f.f, f.w = file, bufio.NewWriterSize(file, fileBuffer)
 	}
 	d.open = append(d.open, f)
 	return nil
@@ -115,11 +116,18 @@ func (d *jsonlLoader) closeFile(f *streamFile) error {
 	if cerr := f.f.Close(); err == nil {
 		err = cerr
 	}
-	f.f = nil
+	// The buffer goes with the file: kept for every stream, they would
+	// hold 64 KiB each.
+	f.f, f.w = nil, nil
 	if err != nil {
-		return fmt.Errorf("jsonl destination %s: %w", f.name, err)
+		err = fmt.Errorf("jsonl destination %s: %w", f.name, err)
+		d.mu.Lock()
+		if d.closeErr == nil {
+			d.closeErr = err
+		}
+		d.mu.Unlock()
 	}
-	return nil
+	return err
 }
 
 // file finds or creates a stream's file; stream names become file names
@@ -174,12 +182,15 @@ func (d *jsonlLoader) detach() func() error {
 	}
 	return func() error {
 		for _, f := range files {
-			// Closed meanwhile to make room: closeFile synced it.
+			// Closed meanwhile to make room: closeFile synced it, or
+			// recorded why it could not.
 			if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 				return fmt.Errorf("jsonl destination %s: %w", f.Name(), err)
 			}
 		}
-		return nil
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.closeErr
 	}
 }
 

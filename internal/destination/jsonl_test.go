@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -204,7 +205,7 @@ func TestJSONLManyStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const streams, rounds = 1000, 3
+	const streams, rounds = 2000, 3
 	var lines []string
 	for r := range rounds {
 		for s := range streams {
@@ -212,8 +213,18 @@ func TestJSONLManyStreams(t *testing.T) {
 		}
 		lines = append(lines, fmt.Sprintf(`{"type":"STATE","value":{"bookmarks":{"round":%d}}}`, r))
 	}
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
 	if err := send(t, d, lines...); err != nil {
 		t.Fatal(err)
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// A 64 KiB buffer kept per stream would be 125 MiB here.
+	if grown := int64(after.HeapInuse) - int64(before.HeapInuse); grown > 40<<20 {
+		t.Errorf("the heap grew by %d MiB for %d streams", grown>>20, streams)
 	}
 	if open := filesOpenIn(t, dir); open > 64 {
 		t.Errorf("%d files open in the output directory for %d streams", open, streams)

@@ -64,23 +64,37 @@ func (e *Engine) sync(ctx context.Context, catalog *singer.Catalog, state *singe
 }
 
 // dropBookmarksNotIn forgets the bookmarks of streams of the catalog's
-// databases that it no longer lists (tables dropped, or no longer
-// discovered): every STATE carries the whole state, and one of 50 MB would
-// make each STATE as big. Bookmarks of other databases stay, for a state
-// shared by runs of several catalogs.
+// databases and schemas that it no longer lists (tables dropped, or no
+// longer discovered): every STATE carries the whole state, and one of 50 MB
+// would make each STATE as big. A stream id does not say where its
+// database name ends ("shop-eu-public-orders" may be database shop-eu), so
+// a bookmark goes only when a database and a schema the catalog lists
+// account for it; others stay, for a state shared by runs of several
+// catalogs.
 func (e *Engine) dropBookmarksNotIn(catalog *singer.Catalog, state *singer.State) {
 	listed := make(map[string]bool, len(catalog.Streams))
-	var databases []string
+	schemas := map[string][]string{} // by database
 	for _, s := range catalog.Streams {
 		listed[s.TapStreamID] = true
-		if db, err := s.TableMeta().String(singer.MetaDatabaseName); err == nil && db != "" && !slices.Contains(databases, db) {
-			databases = append(databases, db)
+		meta := s.TableMeta()
+		db, dbErr := meta.String(singer.MetaDatabaseName)
+		schema, schemaErr := meta.String(singer.MetaSchemaName)
+		if dbErr == nil && schemaErr == nil && !slices.Contains(schemas[db], schema) {
+			schemas[db] = append(schemas[db], schema)
 		}
+	}
+	ours := func(id string) bool {
+		for db, names := range schemas {
+			rest, found := strings.CutPrefix(id, db+"-")
+			if found && slices.ContainsFunc(names, func(schema string) bool { return strings.HasPrefix(rest, schema+"-") }) {
+				return true
+			}
+		}
+		return false
 	}
 	var dropped []string
 	for id := range state.Bookmarks {
-		ofListedDatabase := slices.ContainsFunc(databases, func(db string) bool { return strings.HasPrefix(id, db+"-") })
-		if ofListedDatabase && !listed[id] {
+		if !listed[id] && ours(id) {
 			dropped = append(dropped, id)
 			delete(state.Bookmarks, id)
 		}

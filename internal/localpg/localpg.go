@@ -96,12 +96,15 @@ type Cluster struct {
 	// packages; not the npm builds of other majors).
 	hasWal2json bool
 	// major is the server's major version (12 for 12.22).
-	major   int
-	logFile string
-	logw    io.Writer
-	asRoot  bool
-	uid     int
-	gid     int
+	major int
+	// primary and physicalSlot are what a standby streams from.
+	primary      *Cluster
+	physicalSlot string
+	logFile      string
+	logw         io.Writer
+	asRoot       bool
+	uid          int
+	gid          int
 }
 
 // Start creates a new cluster in a fresh temporary directory and starts it.
@@ -384,7 +387,11 @@ func (c *Cluster) Stop() error {
 		return nil
 	}
 	c.logf("stopping cluster on port %d and removing %s", c.Port, c.BaseDir)
-	return c.destroy()
+	err := c.destroy()
+	if c.primary != nil {
+		err = errors.Join(err, c.dropPhysicalSlot())
+	}
+	return err
 }
 
 // Keep leaves the cluster running after this process exits: no later Start

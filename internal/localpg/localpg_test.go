@@ -287,4 +287,17 @@ func TestStandby(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT count(*), pg_is_in_recovery() FROM replayed").Scan(&n, &recovering); err != nil || n != 2 || !recovering {
 		t.Fatalf("standby: %d rows, in recovery %t, %v", n, recovering, err)
 	}
+	conn.Close(ctx)
+	if err := standby.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Its physical slot would keep the primary's WAL.
+	var slots int
+	if err := connect(t, cluster.ConnString("postgres")).QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical'").Scan(&slots); err != nil || slots != 0 {
+		t.Errorf("%d physical slots left on the primary (%v)", slots, err)
+	}
+	var alive int
+	if err := connect(t, cluster.ConnString("postgres")).QueryRow(ctx, "SELECT 1").Scan(&alive); err != nil {
+		t.Errorf("the primary is gone after its standby stopped: %v", err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,10 +25,20 @@ func (c *Cluster) StartStandby(ctx context.Context) (*Cluster, error) {
 		return nil, fmt.Errorf("localpg: creating base directory: %w", err)
 	}
 	s.BaseDir, s.DataDir, s.logFile = base, filepath.Join(base, "data"), filepath.Join(base, "server.log")
+	s.primary, s.physicalSlot = c, "localpg_standby_"+strings.TrimPrefix(filepath.Base(base), "localpg-")
 	if err := s.copyStandby(ctx, c); err != nil {
-		return nil, errors.Join(err, s.destroy())
+		return nil, errors.Join(err, s.Stop())
 	}
 	return &s, nil
+}
+
+// dropPhysicalSlot drops the slot a standby streamed through, which would
+// otherwise keep the primary's WAL.
+func (s *Cluster) dropPhysicalSlot() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return s.primary.Exec(ctx, "postgres", fmt.Sprintf(
+		"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'", s.physicalSlot))
 }
 
 func (s *Cluster) copyStandby(ctx context.Context, primary *Cluster) error {
@@ -40,7 +51,7 @@ func (s *Cluster) copyStandby(ctx context.Context, primary *Cluster) error {
 	if err := os.WriteFile(filepath.Join(s.BaseDir, ownerPIDFile), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600); err != nil {
 		return err
 	}
-	slot := "localpg_standby_" + strings.TrimPrefix(filepath.Base(s.BaseDir), "localpg-")
+	slot := s.physicalSlot
 	if err := primary.Exec(ctx, "postgres", fmt.Sprintf("SELECT pg_create_physical_replication_slot('%s', true)", slot)); err != nil {
 		return err
 	}
@@ -105,14 +116,16 @@ func (s *Cluster) copyData(ctx context.Context, from string) error {
 	if s.asRoot {
 		cp = exec.CommandContext(ctx, "runuser", "-u", osUser, "--", "cp", "-a", from, s.DataDir)
 	}
-	// A file the server removes during the copy makes cp complain; what
-	// matters is in the WAL the standby replays.
 	out, err := cp.CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "No such file or directory") {
-		return fmt.Errorf("localpg: copying %s: %w\n%s", from, err, out)
-	}
+	// The primary's pid file goes whatever cp did: stopping this cluster
+	// would otherwise stop the primary.
 	for _, name := range []string{"postmaster.pid", "postmaster.opts"} {
 		_ = os.Remove(filepath.Join(s.DataDir, name))
+	}
+	// A file the server removes during the copy makes cp complain about it
+	// alone; what matters is in the WAL the standby replays.
+	if err != nil && !onlyVanishedFiles(string(out)) {
+		return fmt.Errorf("localpg: copying %s: %w\n%s", from, err, out)
 	}
 	for _, dir := range []string{"pg_wal", "pg_replslot"} {
 		entries, _ := os.ReadDir(filepath.Join(s.DataDir, dir))
@@ -123,6 +136,13 @@ func (s *Cluster) copyData(ctx context.Context, from string) error {
 		}
 	}
 	return nil
+}
+
+// onlyVanishedFiles tells whether every complaint of cp is about a file
+// that was gone by the time it was copied.
+func onlyVanishedFiles(out string) bool {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	return lines[0] != "" && !slices.ContainsFunc(lines, func(l string) bool { return !strings.Contains(l, "No such file or directory") })
 }
 
 // WaitReplayed waits until the standby has replayed the primary's WAL up to

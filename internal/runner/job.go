@@ -32,7 +32,7 @@ import (
 // none, and the slot acknowledgement is always a position the destination
 // holds, since the tap is given the committed state.
 func RunJob(ctx context.Context, in *Integration, store Store, clock func() time.Time, stderr io.Writer) (JobRecord, error) {
-	unlock, err := store.Lock(ctx)
+	unlock, err := lockSoon(ctx, store)
 	if err != nil {
 		return JobRecord{}, err
 	}
@@ -103,6 +103,24 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 	return job, nil
 }
 
+// lockSoon takes the job lock, waiting a few seconds while it is held: a
+// `jobs`, `logs` or `report` settling crashed jobs holds it a moment, and
+// a job starting then must not be refused for it.
+func lockSoon(ctx context.Context, store Store) (func(), error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		unlock, err := store.Lock(ctx)
+		if !errors.Is(err, errLockHeld) || time.Now().After(deadline) {
+			return unlock, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // A job's status in the history.
 const (
 	statusRunning   = "running"
@@ -141,14 +159,12 @@ func settleJob(store Store, j JobRecord, why string, clock func() time.Time) err
 	if err := store.AppendJob(j); err != nil {
 		return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
 	}
-	log, err := store.AppendLog(j.ID)
-	if err != nil {
-		return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
-	}
-	logging.NewExtraction(log, &sync.Mutex{}, "main", clock).Log(context.Background(), logging.LevelCritical,
-		fmt.Sprintf("job %d crashed: %s", j.ID, why))
-	if err := log.Close(); err != nil {
-		return fmt.Errorf("settle crashed job %d: %w", j.ID, err)
+	// The history now says why; a log that cannot take the line (pruned)
+	// must not stop every later job.
+	if log, err := store.AppendLog(j.ID); err == nil {
+		logging.NewExtraction(log, &sync.Mutex{}, "main", clock).Log(context.Background(), logging.LevelCritical,
+			fmt.Sprintf("job %d crashed: %s", j.ID, why))
+		_ = log.Close()
 	}
 	return nil
 }

@@ -225,7 +225,7 @@ func (s *pgStore) Lock(ctx context.Context) (unlock func(), err error) {
 		if err != nil {
 			return nil, fmt.Errorf("job lock: %w", err)
 		}
-		return nil, errors.New("a job of this integration is already running")
+		return nil, errLockHeld
 	}
 	s.mu.Lock()
 	s.lockConn = conn

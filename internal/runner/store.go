@@ -46,6 +46,9 @@ type Store interface {
 	Close() error
 }
 
+// errLockHeld is Lock's answer while another process holds the job lock.
+var errLockHeld = errors.New("a job of this integration is already running")
+
 // Naming is what shapes destination names: it cannot change once the
 // integration has run (README, "Runner").
 type Naming struct {
@@ -115,7 +118,7 @@ func (s *dirStore) Lock(context.Context) (unlock func(), err error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, errors.New("a job of this integration is already running")
+			return nil, errLockHeld
 		}
 		return nil, fmt.Errorf("job lock: %w", err)
 	}

@@ -62,7 +62,10 @@ func Supervise(ctx context.Context, child, args []string, stdout, stderr io.Writ
 		return state.ExitCode()
 	}
 	why := crashCause(filter.said.String(), state)
-	if err := settleDead(ctx, args, state.Pid(), why, clock, stderr); err != nil {
+	// A stop signal may have come first: settling must go on all the same.
+	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if err := settleDead(settleCtx, args, state.Pid(), why, clock, stderr); err != nil {
 		fmt.Fprintf(stderr, "CRITICAL the job's process died (%s), and its job could not be settled: %s\n", why, oneLine(err))
 	}
 	return 1
