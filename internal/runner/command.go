@@ -187,10 +187,11 @@ func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", MetricsHandler(ins, storeDir, time.Now))
+		mux.Handle("/", StatusHandler(ins, storeDir, time.Now))
 		server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = server.Serve(listener) }()
 		defer server.Close()
-		log.Info(fmt.Sprintf("metrics at http://%s/metrics", listener.Addr()))
+		log.Info(fmt.Sprintf("status at http://%s/, metrics at http://%s/metrics", listener.Addr(), listener.Addr()))
 	}
 	err := Serve(ctx, ins, systemClock{}, log, func(ctx context.Context, in *Integration) error {
 		store, err := openIntegrationStore(ctx, storeDir, in)
@@ -274,7 +275,7 @@ func parseCommandLine(args []string, stderr io.Writer) (*commandLine, int) {
 	fs.StringVar(&cl.stream, "stream", "", "reset: the tap_stream_id to copy again")
 	fs.IntVar(&cl.job, "job", 0, "logs: the job (default: the last)")
 	fs.BoolVar(&cl.asJSON, "json", false, "report: JSON instead of tables")
-	fs.StringVar(&cl.http, "http", "", "serve: also serve /metrics (Prometheus) at this address, e.g. 127.0.0.1:9187")
+	fs.StringVar(&cl.http, "http", "", "serve: also serve a status page and /metrics (Prometheus) at this address, e.g. 127.0.0.1:9187")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, 0
