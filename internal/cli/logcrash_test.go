@@ -851,10 +851,7 @@ func lcCreateDatabase(t *testing.T, prefix string) string {
 	t.Helper()
 	name := lcRandomDBName(prefix)
 	testpg.Exec(t, pg, "postgres", "CREATE DATABASE "+name)
-	t.Cleanup(func() {
-		testpg.Exec(t, pg, "postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '"+name+"'")
-		testpg.Exec(t, pg, "postgres", "DROP DATABASE IF EXISTS "+name)
-	})
+	t.Cleanup(func() { testpg.DropDatabase(t, pg, name) })
 	return name
 }
 

@@ -248,10 +248,12 @@ func (e *Engine) rowTooLarge(ctx context.Context, p *streamPlan, q pgread.Query,
 			which = "the row with key " + keyJSON(p, q, key)
 		}
 	}
-	return fmt.Errorf("%s is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): the tap would need several times that in memory, so it stops here. "+
-		"Leave the row's largest columns out of the selection, or raise max_row_bytes (a value is at most 1 GB) where the memory is there",
-		which, size, e.cfg.MaxRowBytes)
+	return fmt.Errorf("%s is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): %s", which, size, e.cfg.MaxRowBytes, rowTooLargeAdvice)
 }
+
+// rowTooLargeAdvice ends the error of a row past max_row_bytes.
+const rowTooLargeAdvice = "the tap would need several times that in memory, so it stops here. " +
+	"Leave the row's largest columns out of the selection, or raise max_row_bytes (a value is at most 1 GB) where the memory is there"
 
 // keyAfter reads the key of the first row after the given key.
 func (e *Engine) keyAfter(ctx context.Context, p *streamPlan, q pgread.Query, after [][]byte) ([][]byte, error) {

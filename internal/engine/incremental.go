@@ -95,9 +95,8 @@ func (e *Engine) syncIncremental(ctx context.Context, p *streamPlan, sk *sink) e
 		} else if from != nil {
 			which = fmt.Sprintf("the first row at or after %s %s", p.replicationKey, from)
 		}
-		return errors.Join(fmt.Errorf("stream %s: %s (in %s order) is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): the tap would need several times that in memory, so it stops here. "+
-			"Leave the row's largest columns out of the selection, or raise max_row_bytes (a value is at most 1 GB) where the memory is there",
-			p.id, which, p.replicationKey, size, e.cfg.MaxRowBytes), send(true))
+		return errors.Join(fmt.Errorf("stream %s: %s (in %s order) is %d bytes as PostgreSQL sends it, more than max_row_bytes (%d): %s",
+			p.id, which, p.replicationKey, size, e.cfg.MaxRowBytes, rowTooLargeAdvice), send(true))
 	}
 	if err != nil {
 		return fmt.Errorf("stream %s: incremental read: %w", p.id, err)

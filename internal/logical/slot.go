@@ -61,13 +61,18 @@ func SlotNames(configured, db string) []string {
 	return valid
 }
 
+// walEnd is the end of the server's WAL. A standby (decoding there from
+// PostgreSQL 16) has no position of its own to write at, and
+// pg_current_wal_lsn() fails there: where it has replayed to is its end.
+const walEnd = `CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END`
+
 // Slots returns the existing slots among names, in the order of names.
 func Slots(ctx context.Context, conn *pgx.Conn, names []string) ([]Slot, error) {
 	// to_jsonb reads wal_status where the server has it (13+).
 	rows, err := conn.Query(ctx, `
 		SELECT slot_name, coalesce(plugin, ''), coalesce(database, ''), coalesce(active_pid, 0),
 		       coalesce(confirmed_flush_lsn, '0/0')::text, coalesce(to_jsonb(s)->>'wal_status', ''),
-		       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn), 0)::bigint
+		       coalesce(pg_wal_lsn_diff(`+walEnd+`, restart_lsn), 0)::bigint
 		FROM pg_replication_slots s WHERE slot_name = ANY($1::text[])`, names)
 	if err != nil {
 		return nil, fmt.Errorf("read pg_replication_slots: %w", err)
@@ -101,9 +106,7 @@ func Slots(ctx context.Context, conn *pgx.Conn, names []string) ([]Slot, error) 
 // CurrentLSN is the server's current WAL write position.
 func CurrentLSN(ctx context.Context, conn *pgx.Conn) (LSN, error) {
 	var text string
-	// A standby (decoding there from PostgreSQL 16) has no WAL position
-	// of its own to write at: where it has replayed to is its end.
-	if err := conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text`).Scan(&text); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT (`+walEnd+`)::text`).Scan(&text); err != nil {
 		return 0, fmt.Errorf("read current WAL position: %w", err)
 	}
 	return pglogrepl.ParseLSN(text)

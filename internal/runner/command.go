@@ -64,12 +64,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		}
 		return 0
 	}
-	if args[0] != "run" && !isPostgresLocation(cl.store) {
-		// Reading a store that is not there would create an empty one.
-		if _, err := os.Stat(filepath.Join(cl.store, in.StoreKey())); errors.Is(err, iofs.ErrNotExist) {
-			fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, cl.store)
-			return 1
-		}
+	if args[0] != "run" && !storeMayExist(cl.store, in) {
+		fmt.Fprintf(stderr, "CRITICAL no job of integration %q has run with store %s (is --store right?)\n", in.Name, cl.store)
+		return 1
 	}
 	store, err := openIntegrationStore(ctx, cl.store, in)
 	if err != nil {
@@ -207,6 +204,16 @@ func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string
 		return 1
 	}
 	return 0
+}
+
+// storeMayExist is false for a directory store in which in has no part
+// yet: reading one would create it empty. A PostgreSQL store is asked.
+func storeMayExist(location string, in *Integration) bool {
+	if isPostgresLocation(location) {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(location, in.StoreKey()))
+	return !errors.Is(err, iofs.ErrNotExist)
 }
 
 // settleIfIdle settles crashed jobs when no job runs (the lock is free),

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -75,15 +76,18 @@ func (c *historyCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// history is in's job history; none before its first job.
 func (c *historyCollector) history(in *Integration) ([]JobRecord, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	store, err := OpenStore(ctx, c.store, in.StoreKey())
-	if err != nil {
-		return nil, err
+	var jobs []JobRecord
+	err := readStore(context.Background(), c.store, in, func(store Store) error {
+		var err error
+		jobs, err = store.Jobs()
+		return err
+	})
+	if errors.Is(err, errNoJobYet) {
+		return nil, nil
 	}
-	defer store.Close()
-	return store.Jobs()
+	return jobs, err
 }
 
 func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord) {

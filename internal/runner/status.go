@@ -6,8 +6,6 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,7 +103,7 @@ func (s *statusPages) log(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var data []byte
-	err = s.withStore(r.Context(), in, func(store Store) error {
+	err = readStore(r.Context(), s.store, in, func(store Store) error {
 		var err error
 		data, err = store.ReadLog(id)
 		return err
@@ -148,7 +146,7 @@ func (s *statusPages) find(key string) *Integration {
 
 func (s *statusPages) jobs(ctx context.Context, in *Integration) ([]JobRecord, error) {
 	var jobs []JobRecord
-	err := s.withStore(ctx, in, func(store Store) error {
+	err := readStore(ctx, s.store, in, func(store Store) error {
 		var err error
 		jobs, err = store.Jobs()
 		return err
@@ -156,16 +154,19 @@ func (s *statusPages) jobs(ctx context.Context, in *Integration) ([]JobRecord, e
 	return jobs, err
 }
 
-// withStore reads a store that must already exist: a page never creates one.
-func (s *statusPages) withStore(ctx context.Context, in *Integration, read func(Store) error) error {
+// errNoJobYet answers a read of a directory store in which an integration
+// has no part yet.
+var errNoJobYet = errors.New("no job has run yet")
+
+// readStore runs read on in's part of the store; a page or a scrape never
+// creates one (errNoJobYet).
+func readStore(ctx context.Context, location string, in *Integration, read func(Store) error) error {
+	if !storeMayExist(location, in) {
+		return errNoJobYet
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if !isPostgresLocation(s.store) {
-		if _, err := os.Stat(filepath.Join(s.store, in.StoreKey())); err != nil {
-			return errors.New("no job has run yet")
-		}
-	}
-	store, err := OpenStore(ctx, s.store, in.StoreKey())
+	store, err := OpenStore(ctx, location, in.StoreKey())
 	if err != nil {
 		return err
 	}

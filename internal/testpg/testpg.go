@@ -73,21 +73,24 @@ func NewDatabase(t testing.TB, c *localpg.Cluster) string {
 	if err := c.CreateDatabase(t.Context(), name); err != nil {
 		t.Fatalf("testpg: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		// DROP DATABASE … WITH (FORCE) is PostgreSQL 13's: the sessions
-		// still open go first, as it would end them.
-		end := fmt.Sprintf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", quoteLiteral(name))
-		err := c.Exec(ctx, "postgres", end)
-		if err == nil {
-			err = c.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize())
-		}
-		if err != nil {
-			t.Errorf("testpg: dropping database %q: %v", name, err)
-		}
-	})
+	t.Cleanup(func() { DropDatabase(t, c, name) })
 	return name
+}
+
+// DropDatabase drops database name, ending its sessions first, as DROP
+// DATABASE … WITH (FORCE) would (that is PostgreSQL 13's).
+func DropDatabase(t testing.TB, c *localpg.Cluster, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	end := fmt.Sprintf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", quoteLiteral(name))
+	err := c.Exec(ctx, "postgres", end)
+	if err == nil {
+		err = c.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize())
+	}
+	if err != nil {
+		t.Errorf("testpg: dropping database %q: %v", name, err)
+	}
 }
 
 // Exec runs sql (possibly several statements) in database db as the
