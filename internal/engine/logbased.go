@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tap-postgres/tap-postgres/internal/config"
 	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/discovery"
 	"github.com/tap-postgres/tap-postgres/internal/logical"
@@ -92,24 +95,144 @@ func (e *Engine) prepareLogBased(ctx context.Context, plans []*streamPlan, state
 			}
 		}
 		ld.slot = slot
-		e.slots = append(e.slots, SlotHealth{Database: ld.name, Slot: slot.Name, Plugin: slot.Plugin, WALStatus: slot.WALStatus, WALHeld: slot.WALHeld})
+		ids := make([]string, len(ld.plans))
+		for i, p := range ld.plans {
+			ids[i] = p.id
+		}
+		e.slots = append(e.slots, slotHealth(ld.name, ids, slot, state))
 		dbs = append(dbs, ld)
 	}
 	return dbs, nil
 }
 
-// SlotHealth is a slot as a sync found it before streaming.
+// SlotHealth is a slot as a sync found it before streaming, or as
+// ReadSlotHealth found it since.
 type SlotHealth struct {
-	Database  string `json:"database"`
-	Slot      string `json:"slot"`
-	Plugin    string `json:"plugin"`
+	Database string `json:"database"`
+	Slot     string `json:"slot"`
+	Plugin   string `json:"plugin"`
+	// Active says a process was streaming from the slot.
+	Active bool `json:"active"`
+	// WALStatus is pg_replication_slots.wal_status (PostgreSQL 13+), or
+	// SlotMissing for a slot ReadSlotHealth no longer found.
 	WALStatus string `json:"wal_status,omitempty"`
+	// SafeWALSize is pg_replication_slots.safe_wal_size, in bytes, where
+	// the server gives it.
+	SafeWALSize *int64 `json:"safe_wal_size_bytes,omitempty"`
 	// WALHeld is the WAL the slot kept from removal, in bytes.
 	WALHeld int64 `json:"wal_held_bytes"`
+	// Lag is how far the committed state is behind the end of WAL, in
+	// bytes (slotLag).
+	Lag int64 `json:"lag_bytes"`
+	// Streams are the tap_stream_ids of the database's LOG_BASED streams.
+	Streams []string `json:"streams,omitempty"`
 }
+
+// SlotMissing is the WALStatus of a slot that no longer exists.
+const SlotMissing = "missing"
 
 // Slots are the slots the last Sync streamed from, as it found them.
 func (e *Engine) Slots() []SlotHealth { return e.slots }
+
+// slotHealth is what SlotHealth says of slot, read for the database's
+// LOG_BASED streams with the committed state.
+func slotHealth(database string, streams []string, slot logical.Slot, state *singer.State) SlotHealth {
+	return SlotHealth{
+		Database:    database,
+		Slot:        slot.Name,
+		Plugin:      slot.Plugin,
+		Active:      slot.ActivePID != 0,
+		WALStatus:   slot.WALStatus,
+		SafeWALSize: slot.SafeWALSize,
+		WALHeld:     slot.WALHeld,
+		Lag:         slotLag(slot, streams, state),
+		Streams:     streams,
+	}
+}
+
+// slotLag is the WAL between the committed position of the streams and
+// the end of WAL when the slot was read: what the next run has to read.
+// The committed position is the smallest lsn bookmark among the streams
+// (the next run streams from there), or the slot's confirmed position when
+// none has one yet (nothing committed to go back to). A position past the
+// end (a standby replaying behind what was read from it) is no lag.
+func slotLag(slot logical.Slot, streams []string, state *singer.State) int64 {
+	from := uint64(slot.ConfirmedFlush)
+	if state != nil {
+		var smallest uint64
+		for _, id := range streams {
+			if b := state.Bookmarks[id]; b != nil && b.LSN != 0 && (smallest == 0 || b.LSN < smallest) {
+				smallest = b.LSN
+			}
+		}
+		if smallest != 0 {
+			from = smallest
+		}
+	}
+	if uint64(slot.WALEnd) <= from {
+		return 0
+	}
+	return int64(uint64(slot.WALEnd) - from)
+}
+
+// ReadSlotHealth reads the known slots again outside a sync, as a runner
+// samples them between jobs: Database, Plugin and Streams stay as known,
+// Lag is measured against state (the committed state). A slot that no
+// longer exists comes back with WALStatus SlotMissing and nothing held,
+// so that its disappearance is seen; a database that cannot be read is
+// left out and named in the error, the others' slots still returned.
+func ReadSlotHealth(ctx context.Context, cfg config.Config, known []SlotHealth, state *singer.State, log *slog.Logger) ([]SlotHealth, error) {
+	connector := connect.New(cfg, log)
+	defer connector.Close()
+	var databases []string
+	for _, k := range known {
+		if !slices.Contains(databases, k.Database) {
+			databases = append(databases, k.Database)
+		}
+	}
+	var out []SlotHealth
+	var problems []error
+	for _, db := range databases {
+		var names []string
+		for _, k := range known {
+			if k.Database == db {
+				names = append(names, k.Slot)
+			}
+		}
+		slots, err := readSlots(ctx, connector, db, names)
+		if err != nil {
+			problems = append(problems, connect.WithHint(err))
+			continue
+		}
+		for _, k := range known {
+			if k.Database != db {
+				continue
+			}
+			i := slices.IndexFunc(slots, func(s logical.Slot) bool { return s.Name == k.Slot })
+			if i < 0 {
+				out = append(out, SlotHealth{Database: db, Slot: k.Slot, Plugin: k.Plugin, WALStatus: SlotMissing, Streams: k.Streams})
+				continue
+			}
+			out = append(out, slotHealth(db, k.Streams, slots[i], state))
+		}
+	}
+	return out, errors.Join(problems...)
+}
+
+// readSlots reads the named slots through a connection to database db of
+// its own.
+func readSlots(ctx context.Context, connector *connect.Connector, db string, names []string) ([]logical.Slot, error) {
+	conn, err := connector.Connect(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	slots, err := logical.Slots(ctx, conn, names)
+	if err != nil {
+		return nil, fmt.Errorf("database %q: %w", db, err)
+	}
+	return slots, nil
+}
 
 // standbyCanDecode refuses a standby before PostgreSQL 16, which cannot
 // decode, and notes one that can.

@@ -27,6 +27,14 @@ type Slot struct {
 	// WALHeld is how many bytes of WAL the slot keeps the server from
 	// removing: from its restart_lsn to the end of WAL.
 	WALHeld int64
+	// SafeWALSize is pg_replication_slots.safe_wal_size (PostgreSQL 13+):
+	// the WAL that can still be written before the slot is in danger of
+	// losing what it needs; nil when the server does not say (before 13,
+	// or no max_slot_wal_keep_size).
+	SafeWALSize *int64
+	// WALEnd is the end of WAL (walEnd) when the slot was read, so that a
+	// lag is measured against the same position as WALHeld.
+	WALEnd LSN
 }
 
 // validSlotName is what PostgreSQL accepts as a slot name.
@@ -68,26 +76,34 @@ const walEnd = `CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE
 
 // Slots returns the existing slots among names, in the order of names.
 func Slots(ctx context.Context, conn *pgx.Conn, names []string) ([]Slot, error) {
-	// to_jsonb reads wal_status where the server has it (13+).
+	// to_jsonb reads wal_status and safe_wal_size where the server has
+	// them (13+). The end of WAL is read once, so that WALHeld and WALEnd
+	// agree while the server writes.
 	rows, err := conn.Query(ctx, `
 		SELECT slot_name, coalesce(plugin, ''), coalesce(database, ''), coalesce(active_pid, 0),
 		       coalesce(confirmed_flush_lsn, '0/0')::text, coalesce(to_jsonb(s)->>'wal_status', ''),
-		       coalesce(pg_wal_lsn_diff(`+walEnd+`, restart_lsn), 0)::bigint
-		FROM pg_replication_slots s WHERE slot_name = ANY($1::text[])`, names)
+		       coalesce(pg_wal_lsn_diff(e.lsn, restart_lsn), 0)::bigint,
+		       (to_jsonb(s)->>'safe_wal_size')::bigint, coalesce(e.lsn, '0/0')::text
+		FROM pg_replication_slots s, (SELECT `+walEnd+` AS lsn) e
+		WHERE slot_name = ANY($1::text[])`, names)
 	if err != nil {
 		return nil, fmt.Errorf("read pg_replication_slots: %w", err)
 	}
 	found := map[string]Slot{}
 	for rows.Next() {
 		var s Slot
-		var confirmed string
-		if err := rows.Scan(&s.Name, &s.Plugin, &s.Database, &s.ActivePID, &confirmed, &s.WALStatus, &s.WALHeld); err != nil {
+		var confirmed, end string
+		if err := rows.Scan(&s.Name, &s.Plugin, &s.Database, &s.ActivePID, &confirmed, &s.WALStatus, &s.WALHeld, &s.SafeWALSize, &end); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read pg_replication_slots: %w", err)
 		}
 		if s.ConfirmedFlush, err = pglogrepl.ParseLSN(confirmed); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("slot %s confirmed_flush_lsn %q: %w", s.Name, confirmed, err)
+		}
+		if s.WALEnd, err = pglogrepl.ParseLSN(end); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("end of WAL %q: %w", end, err)
 		}
 		found[s.Name] = s
 	}

@@ -190,6 +190,7 @@ func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string
 		defer server.Close()
 		log.Info(fmt.Sprintf("status at http://%s/, metrics at http://%s/metrics", listener.Addr(), listener.Addr()))
 	}
+	defer sampleWhileServing(ctx, ins, storeDir, log)()
 	err := Serve(ctx, ins, systemClock{}, log, func(ctx context.Context, in *Integration) error {
 		store, err := openIntegrationStore(ctx, storeDir, in)
 		if err != nil {

@@ -91,6 +91,11 @@ func RunJob(ctx context.Context, in *Integration, store Store, clock func() time
 		job.Status, job.Error = statusFailed, err.Error()
 	}
 	herr := store.AppendJob(job)
+	// The slots as the job found them start or extend their history; a
+	// history that cannot take them is no reason to fail the job.
+	if serr := store.AppendSlotSamples(samplesAt(job.Started, job.Slots)); serr != nil {
+		mainLog.Warn(fmt.Sprintf("slot health not recorded: %v", serr))
+	}
 	if errors.Is(err, errStopped) && herr == nil {
 		mainLog.Warn(fmt.Sprintf("job %d stopped by a signal; what it loaded is committed, the next job goes on from there", job.ID))
 		return job, err

@@ -41,8 +41,16 @@ var (
 	descNextRun = prometheus.NewDesc("tap_postgres_next_run_seconds",
 		"Seconds until the schedule's next job.", []string{"integration"}, nil)
 	descSlotWAL = prometheus.NewDesc("tap_postgres_slot_wal_held_bytes",
-		"WAL a LOG_BASED slot kept from removal, as the last job found it.", []string{"integration", "database", "slot", "wal_status"}, nil)
+		"WAL a LOG_BASED slot kept from removal, as last sampled.", []string{"integration", "database", "slot", "wal_status"}, nil)
+	descSlotLag = prometheus.NewDesc("tap_postgres_slot_lag_bytes",
+		"WAL between the committed state of a LOG_BASED slot's streams and the end of WAL, as last sampled.", []string{"integration", "database", "slot"}, nil)
+	descSlotActive = prometheus.NewDesc("tap_postgres_slot_active",
+		"Whether a process was streaming from the LOG_BASED slot (1) or not (0), as last sampled.", []string{"integration", "database", "slot"}, nil)
 )
+
+// slotFreshness is how recent a slot sample must be for /metrics: an older
+// one (serve not sampling, no job since) is the last job's view anyway.
+const slotFreshness = time.Hour
 
 // historyCollector reads each integration's history when scraped.
 type historyCollector struct {
@@ -52,7 +60,7 @@ type historyCollector struct {
 }
 
 func (c *historyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStoreUp, descJobs, descDuration, descRowsLoaded, descRecordsSent, descLastSuccess, descNextRun, descSlotWAL} {
+	for _, d := range []*prometheus.Desc{descStoreUp, descJobs, descDuration, descRowsLoaded, descRecordsSent, descLastSuccess, descNextRun, descSlotWAL, descSlotLag, descSlotActive} {
 		ch <- d
 	}
 }
@@ -63,7 +71,7 @@ func (c *historyCollector) Collect(ch chan<- prometheus.Metric) {
 		if sched, err := schedule.Parse(in.Schedule); err == nil && in.Schedule != (schedule.Spec{}) {
 			ch <- prometheus.MustNewConstMetric(descNextRun, prometheus.GaugeValue, sched.Next(now).Sub(now).Seconds(), in.Name)
 		}
-		jobs, err := c.history(in)
+		jobs, samples, err := c.history(in, now.Add(-slotFreshness))
 		up := 1.0
 		if err != nil {
 			up = 0
@@ -72,25 +80,49 @@ func (c *historyCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			continue
 		}
-		collectHistory(ch, in.Name, jobs)
+		collectHistory(ch, in.Name, jobs, samples)
 	}
 }
 
-// history is in's job history; none before its first job.
-func (c *historyCollector) history(in *Integration) ([]JobRecord, error) {
+// history is in's job history and its slot samples since; none before its
+// first job.
+func (c *historyCollector) history(in *Integration, since time.Time) ([]JobRecord, []SlotSample, error) {
 	var jobs []JobRecord
+	var samples []SlotSample
 	err := readStore(context.Background(), c.store, in, func(store Store) error {
 		var err error
-		jobs, err = store.Jobs()
+		if jobs, err = store.Jobs(); err != nil {
+			return err
+		}
+		samples, err = store.SlotSamples(since)
 		return err
 	})
 	if errors.Is(err, errNoJobYet) {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return jobs, err
+	return jobs, samples, err
 }
 
-func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord) {
+// newestSlots is each slot's newest sample.
+func newestSlots(samples []SlotSample) []engine.SlotHealth {
+	newest := map[[2]string]int{}
+	var slots []engine.SlotHealth
+	// Oldest first: a later sample replaces an earlier one.
+	for _, s := range samples {
+		key := [2]string{s.Database, s.Slot}
+		if i, seen := newest[key]; seen {
+			slots[i] = s.SlotHealth
+			continue
+		}
+		newest[key] = len(slots)
+		slots = append(slots, s.SlotHealth)
+	}
+	return slots
+}
+
+// collectHistory turns the history into metrics; the slots' are their
+// newest samples, the last job's slots when none is recent.
+func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord, samples []SlotSample) {
 	statuses := map[string]float64{}
 	loaded, sent := map[string]float64{}, map[string]float64{}
 	buckets := make(map[float64]uint64, len(durationBuckets))
@@ -136,7 +168,16 @@ func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord) 
 	if !lastSuccess.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, float64(lastSuccess.Unix()), name)
 	}
+	if len(samples) > 0 {
+		slots = newestSlots(samples)
+	}
 	for _, s := range slots {
 		ch <- prometheus.MustNewConstMetric(descSlotWAL, prometheus.GaugeValue, float64(s.WALHeld), name, s.Database, s.Slot, s.WALStatus)
+		ch <- prometheus.MustNewConstMetric(descSlotLag, prometheus.GaugeValue, float64(s.Lag), name, s.Database, s.Slot)
+		active := 0.0
+		if s.Active {
+			active = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descSlotActive, prometheus.GaugeValue, active, name, s.Database, s.Slot)
 	}
 }

@@ -122,6 +122,14 @@ func (s *pgStore) tables() [][2]string {
 			FOREIGN KEY (integration, job_id) REFERENCES ` + s.table("logs") + ` ON DELETE CASCADE`},
 		{"naming", `integration text PRIMARY KEY,
 			naming jsonb NOT NULL`},
+		// The key is also the index by integration and time that reads
+		// and drops samples.
+		{"slot_samples", `integration text NOT NULL,
+			at timestamptz NOT NULL,
+			database text NOT NULL,
+			slot text NOT NULL,
+			sample jsonb NOT NULL,
+			PRIMARY KEY (integration, at, database, slot)`},
 	}
 }
 
@@ -509,4 +517,64 @@ func (s *pgStore) SaveNaming(n Naming) error {
 			ON CONFLICT (integration) DO UPDATE SET naming = EXCLUDED.naming`, s.integration, data)
 		return err
 	})
+}
+
+// AppendSlotSamples inserts the samples and deletes the integration's
+// samples older than slotHistory in one transaction; the index makes the
+// delete cheap at every append. It goes through the store's connection,
+// not the job lock's: serve samples while a job runs.
+func (s *pgStore) AppendSlotSamples(samples []SlotSample) error {
+	samples, horizon := recentSamples(samples)
+	if len(samples) == 0 {
+		return nil
+	}
+	at := make([]time.Time, len(samples))
+	databases := make([]string, len(samples))
+	slots := make([]string, len(samples))
+	records := make([]string, len(samples))
+	for i, smp := range samples {
+		record, err := json.Marshal(smp)
+		if err != nil {
+			return fmt.Errorf("record slot samples: %w", err)
+		}
+		at[i], databases[i], slots[i], records[i] = smp.At, smp.Database, smp.Slot, string(record)
+	}
+	return s.do("record slot samples", func(ctx context.Context, conn *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "DELETE FROM "+s.table("slot_samples")+" WHERE integration = $1 AND at < $2", s.integration, horizon); err != nil {
+				return err
+			}
+			// A sample of the same slot at the same instant is the same.
+			_, err := tx.Exec(ctx, "INSERT INTO "+s.table("slot_samples")+` (integration, at, database, slot, sample)
+				SELECT $1, u.at, u.database, u.slot, u.record::jsonb
+				FROM unnest($2::timestamptz[], $3::text[], $4::text[], $5::text[]) AS u(at, database, slot, record)
+				ON CONFLICT DO NOTHING`, s.integration, at, databases, slots, records)
+			return err
+		})
+	})
+}
+
+func (s *pgStore) SlotSamples(since time.Time) ([]SlotSample, error) {
+	var samples []SlotSample
+	err := s.do("read slot samples", func(ctx context.Context, conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, "SELECT sample FROM "+s.table("slot_samples")+" WHERE integration = $1 AND at >= $2 ORDER BY at, database, slot",
+			s.integration, since)
+		if err != nil {
+			return err
+		}
+		var data []byte
+		_, err = pgx.ForEachRow(rows, []any{&data}, func() error {
+			var smp SlotSample
+			if err := json.Unmarshal(data, &smp); err != nil {
+				return err
+			}
+			samples = append(samples, smp)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return samples, nil
 }

@@ -449,8 +449,8 @@ func TestPostgresStoreIsolation(t *testing.T) {
 	if tables, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 		t.Fatal(err)
 	}
-	want := "Other Schema.jobs Other Schema.log_lines Other Schema.logs Other Schema.naming Other Schema.state " +
-		"tap_postgres_runner.jobs tap_postgres_runner.log_lines tap_postgres_runner.logs tap_postgres_runner.naming tap_postgres_runner.state"
+	want := "Other Schema.jobs Other Schema.log_lines Other Schema.logs Other Schema.naming Other Schema.slot_samples Other Schema.state " +
+		"tap_postgres_runner.jobs tap_postgres_runner.log_lines tap_postgres_runner.logs tap_postgres_runner.naming tap_postgres_runner.slot_samples tap_postgres_runner.state"
 	if strings.Join(tables, " ") != want {
 		t.Fatalf("store tables: %v", tables)
 	}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -43,6 +44,12 @@ type Store interface {
 	// Naming is what the first job ran with; nil before it.
 	Naming() (*Naming, error)
 	SaveNaming(n Naming) error
+	// AppendSlotSamples records slot health and drops the samples older
+	// than slotHistory before the newest one appended. It takes no job
+	// lock: serve samples while a job runs, and both may append at once.
+	AppendSlotSamples(samples []SlotSample) error
+	// SlotSamples are the samples taken at since or later, oldest first.
+	SlotSamples(since time.Time) ([]SlotSample, error)
 	Close() error
 }
 
@@ -83,6 +90,10 @@ const (
 	jobsFile   = "jobs.jsonl"
 	namingFile = "naming.json"
 	lockFile   = "lock"
+	slotsFile  = "slots.jsonl"
+	// slotsLockFile serializes the appends to slotsFile with its rewrites,
+	// which would otherwise lose a sample appended in between.
+	slotsLockFile = "slots.lock"
 )
 
 func openDirStore(root, integration string) (*dirStore, error) {
@@ -243,18 +254,26 @@ func (s *dirStore) AppendJob(j JobRecord) error {
 	if err != nil {
 		return fmt.Errorf("record job: %w", err)
 	}
-	// A line torn by a crash must not swallow this one.
-	if info, err := f.Stat(); err == nil && info.Size() > 0 {
-		last := make([]byte, 1)
-		if _, err := f.ReadAt(last, info.Size()-1); err == nil && last[0] != '\n' {
-			line = append([]byte{'\n'}, line...)
-		}
-	}
-	if _, err := f.Write(append(line, '\n')); err != nil {
+	if err := appendLines(f, append(line, '\n')); err != nil {
 		f.Close()
 		return fmt.Errorf("record job: %w", err)
 	}
 	return f.Close()
+}
+
+// appendLines writes lines (each ended by a newline) to f, opened with
+// O_APPEND, in one write: two processes appending at once never mix their
+// lines.
+func appendLines(f *os.File, lines []byte) error {
+	// A line torn by a crash must not swallow the first of these.
+	if info, err := f.Stat(); err == nil && info.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, info.Size()-1); err == nil && last[0] != '\n' {
+			lines = append([]byte{'\n'}, lines...)
+		}
+	}
+	_, err := f.Write(lines)
+	return err
 }
 
 func logName(id int) string { return fmt.Sprintf("job-%06d.log", id) }
@@ -310,4 +329,127 @@ func (s *dirStore) SaveNaming(n Naming) error {
 		return fmt.Errorf("save naming settings: %w", err)
 	}
 	return nil
+}
+
+// AppendSlotSamples adds the samples to slots.jsonl in one write. The
+// samples older than slotHistory go only when the file's first one is a
+// day past it: the file is then rewritten (atomically, package durable)
+// about once a day, where a rewrite at every append would copy a week of
+// samples each minute.
+func (s *dirStore) AppendSlotSamples(samples []SlotSample) error {
+	samples, horizon := recentSamples(samples)
+	if len(samples) == 0 {
+		return nil
+	}
+	var lines []byte
+	for _, smp := range samples {
+		line, err := json.Marshal(smp)
+		if err != nil {
+			return fmt.Errorf("record slot samples: %w", err)
+		}
+		lines = append(append(lines, line...), '\n')
+	}
+	unlock, err := s.lockSlots()
+	if err != nil {
+		return fmt.Errorf("record slot samples: %w", err)
+	}
+	defer unlock()
+	f, err := s.dir.OpenFile(slotsFile, os.O_CREATE|os.O_RDWR|os.O_APPEND)
+	if err != nil {
+		return fmt.Errorf("record slot samples: %w", err)
+	}
+	defer f.Close()
+	if err := appendLines(f, lines); err != nil {
+		return fmt.Errorf("record slot samples: %w", err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("record slot samples: %w", err)
+	}
+	first, err := bufio.NewReader(io.NewSectionReader(f, 0, info.Size())).ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("record slot samples: read %s: %w", f.Name(), err)
+	}
+	var oldest SlotSample
+	// A first line torn by a crash goes with the rewrite as well.
+	if json.Unmarshal(first, &oldest) == nil && !oldest.At.Before(horizon.Add(-24*time.Hour)) {
+		return nil
+	}
+	if err := s.rewriteSlotSamples(horizon); err != nil {
+		return fmt.Errorf("record slot samples: drop those older than %s: %w", slotHistory, err)
+	}
+	return nil
+}
+
+// lockSlots takes the lock of slots.jsonl's writers. It is held for one
+// write, or a rewrite once a day, so waiting for it is short; the kernel
+// releases it with its holder.
+func (s *dirStore) lockSlots() (unlock func(), err error) {
+	f, err := s.dir.OpenFile(slotsLockFile, os.O_CREATE|os.O_RDWR)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", slotsLockFile, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// rewriteSlotSamples replaces slots.jsonl with its samples taken at
+// horizon or later; the caller holds lockSlots.
+func (s *dirStore) rewriteSlotSamples(horizon time.Time) error {
+	var kept []byte
+	err := s.scanSlotSamples(func(line []byte, smp SlotSample) {
+		if !smp.At.Before(horizon) {
+			kept = append(append(kept, line...), '\n')
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return s.dir.WriteFile(slotsFile, kept)
+}
+
+// scanSlotSamples calls fn with each line of slots.jsonl and its sample;
+// lines torn by a crash are skipped.
+func (s *dirStore) scanSlotSamples(fn func(line []byte, smp SlotSample)) error {
+	f, err := s.dir.OpenFile(slotsFile, os.O_RDONLY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	// A slot's sample lists its database's streams: thousands make a long
+	// line.
+	sc.Buffer(make([]byte, 64<<10), 256<<20)
+	for sc.Scan() {
+		var smp SlotSample
+		if json.Unmarshal(sc.Bytes(), &smp) == nil {
+			fn(sc.Bytes(), smp)
+		}
+	}
+	return sc.Err()
+}
+
+// SlotSamples reads slots.jsonl without the writers' lock: appends are
+// single writes and a rewrite is a rename, so a reader sees whole samples
+// (a line still being written is skipped as torn).
+func (s *dirStore) SlotSamples(since time.Time) ([]SlotSample, error) {
+	var samples []SlotSample
+	err := s.scanSlotSamples(func(_ []byte, smp SlotSample) {
+		if !smp.At.Before(since) {
+			samples = append(samples, smp)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read slot samples: %w", err)
+	}
+	// A job appends the samples of its start at its end, after samples
+	// serve took meanwhile.
+	slices.SortStableFunc(samples, func(a, b SlotSample) int { return a.At.Compare(b.At) })
+	return samples, nil
 }

@@ -1,0 +1,339 @@
+package runner_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tap-postgres/tap-postgres/internal/engine"
+	"github.com/tap-postgres/tap-postgres/internal/runner"
+	"github.com/tap-postgres/tap-postgres/internal/testpg"
+)
+
+// TestSlotSamplesKeepAWeek: both stores give back the samples appended,
+// oldest first, and drop those a week older than the newest appended: the
+// PostgreSQL store at once, the directory store when its first sample is a
+// day past that (it rewrites its file then, never at every append).
+// Appends from several stores at once, one of them rewriting, lose
+// nothing; the directory store's files are private and never followed
+// through a link.
+func TestSlotSamplesKeepAWeek(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	safe := int64(1 << 30)
+	sample := func(at time.Time, slot string, held int64) runner.SlotSample {
+		return runner.SlotSample{At: at, SlotHealth: engine.SlotHealth{Database: "shop", Slot: slot, Plugin: "pgoutput", Active: held%2 == 0,
+			WALStatus: "reserved", SafeWALSize: &safe, WALHeld: held, Lag: held / 2, Streams: []string{"shop-public-orders", "shop-public-items"}}}
+	}
+	dirRoot := t.TempDir()
+	pgLocation := storeURL(storeDatabase(t), "")
+	for _, kind := range []struct{ name, location string }{{"directory", dirRoot}, {"postgres", pgLocation}} {
+		t.Run(kind.name, func(t *testing.T) {
+			open := func() runner.Store {
+				t.Helper()
+				store, err := runner.OpenStore(context.Background(), kind.location, "shop")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { store.Close() })
+				return store
+			}
+			store := open()
+			appendSamples := func(samples ...runner.SlotSample) {
+				t.Helper()
+				if err := store.AppendSlotSamples(samples); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := func(since time.Time, expected ...runner.SlotSample) {
+				t.Helper()
+				got, err := store.SlotSamples(since)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gotJSON, _ := json.Marshal(got)
+				wantJSON, _ := json.Marshal(expected)
+				if !bytes.Equal(gotJSON, wantJSON) {
+					t.Fatalf("samples since %s:\n got %s\nwant %s", since, gotJSON, wantJSON)
+				}
+			}
+			fileLines := func() int {
+				t.Helper()
+				data, err := os.ReadFile(filepath.Join(dirRoot, "shop", "slots.jsonl"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.Count(string(data), "\n")
+			}
+
+			want(time.Time{})
+			a, b := sample(t0, "a", 10), sample(t0, "b", 11)
+			appendSamples(a, b)
+			want(time.Time{}, a, b)
+
+			// A week and an hour later: a and b are past the week.
+			c := sample(t0.Add(7*day+time.Hour), "a", 12)
+			appendSamples(c)
+			want(t0.Add(time.Minute), c)
+			if kind.name == "directory" {
+				if n := fileLines(); n != 3 {
+					t.Fatalf("slots.jsonl has %d lines, want 3: rewritten before its first sample was a day past the week", n)
+				}
+				want(time.Time{}, a, b, c)
+			} else {
+				want(time.Time{}, c)
+			}
+
+			// A day later still, the directory store rewrites; a sample of
+			// an earlier time appended after a later one reads in order, and
+			// one already past the week in a batch is not kept.
+			d := sample(t0.Add(8*day+2*time.Hour), "a", 13)
+			e := sample(t0.Add(8*day+time.Hour), "b", 14)
+			appendSamples(d, sample(t0.Add(-time.Hour), "a", 15))
+			appendSamples(e)
+			want(time.Time{}, c, e, d)
+			if kind.name == "directory" {
+				if n := fileLines(); n != 3 {
+					t.Fatalf("slots.jsonl has %d lines after its rewrite, want 3", n)
+				}
+			}
+
+			// Stores appending at once, the first of them rewriting (an
+			// ancient sample is first again after a fresh start).
+			f := sample(t0.Add(20*day), "a", 16)
+			appendSamples(sample(t0.Add(12*day), "a", 17))
+			var wg sync.WaitGroup
+			var concurrent []runner.SlotSample
+			for i := range 8 {
+				s := sample(t0.Add(20*day+time.Duration(i+1)*time.Second), fmt.Sprintf("c%d", i), int64(100+i))
+				concurrent = append(concurrent, s)
+				other := open()
+				wg.Go(func() {
+					for range 5 {
+						if err := other.AppendSlotSamples([]runner.SlotSample{f, s}); err != nil {
+							t.Error(err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			got, err := store.SlotSamples(t0.Add(20 * day))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]int{}
+			for _, s := range got {
+				seen[s.Slot]++
+			}
+			for _, s := range concurrent {
+				if seen[s.Slot] == 0 {
+					t.Errorf("a sample appended concurrently is lost: %+v (have %v)", s, seen)
+				}
+			}
+			if all, err := store.SlotSamples(time.Time{}); err != nil || len(all) == 0 || all[0].At.Before(t0.Add(13*day)) {
+				t.Errorf("samples past the week are kept: %v %v", all, err)
+			}
+		})
+	}
+
+	dir := filepath.Join(dirRoot, "shop")
+	for _, name := range []string{"slots.jsonl", "slots.lock"} {
+		if info, err := os.Stat(filepath.Join(dir, name)); err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", name, info, err)
+		}
+	}
+	store := openLocalStore(t, dirRoot, "shop")
+	const content = "root only\n"
+	outside := outsideFile(t, content)
+	for _, name := range []string{"slots.jsonl", "slots.lock"} {
+		link := filepath.Join(dir, name)
+		plant(t, outside, link)
+		if err := store.AppendSlotSamples([]runner.SlotSample{sample(t0.Add(30*day), "a", 1)}); err == nil || !strings.Contains(err.Error(), link+" is a symbolic link") {
+			t.Errorf("samples appended through a link at %s: %v", name, err)
+		}
+		os.Remove(link)
+	}
+	plant(t, outside, filepath.Join(dir, "slots.jsonl"))
+	if _, err := store.SlotSamples(time.Time{}); err == nil || !strings.Contains(err.Error(), "is a symbolic link") {
+		t.Errorf("samples read through a link: %v", err)
+	}
+	assertUnchanged(t, outside, content)
+}
+
+// TestSlotSamplesFollowTheSlot: a LOG_BASED job records its slot as a
+// sample (WAL held, lag behind the state it was given); serve's sampler
+// then sees the WAL the slot holds grow with writes to the source, its lag
+// measured from the committed state, and /metrics shows the newest sample,
+// which is what pg_replication_slots says. A slot dropped is sampled as
+// missing; a sampler that cannot connect says so once.
+func TestSlotSamplesFollowTheSlot(t *testing.T) {
+	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
+	db := testpg.NewDatabase(t, pg)
+	slot := "s_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, `CREATE TABLE watched (id integer PRIMARY KEY, v text)`)
+	newSlot(t, db, slot)
+	testpg.Exec(t, pg, db, `INSERT INTO watched SELECT g, 'v' FROM generate_series(1, 100) g`)
+	storeDir := t.TempDir()
+	body := "name: watched\n" + connectionYAML(db) + fmt.Sprintf(`  slot_name: %s
+default_replication_method: LOG_BASED
+tables: [{schema: public, table: watched}]
+schedule: {frequency: 1h}
+destination: {type: jsonl, path: %s}
+`, slot, filepath.Join(t.TempDir(), "out"))
+	integration := writeIntegration(t, body)
+	if code, out := runMain(t, "run", "--integration", integration, "--store", storeDir); code != 0 {
+		t.Fatalf("job: %s", out)
+	}
+	store := openLocalStore(t, storeDir, "watched")
+	jobs, err := store.Jobs()
+	if err != nil || len(jobs) != 1 || len(jobs[0].Slots) != 1 {
+		t.Fatalf("jobs: %+v %v", jobs, err)
+	}
+	samples, err := store.SlotSamples(time.Time{})
+	if err != nil || len(samples) != 1 {
+		t.Fatalf("samples after the job: %+v %v", samples, err)
+	}
+	atJob := samples[0]
+	stream := db + "-public-watched"
+	if !atJob.At.Equal(jobs[0].Started) || atJob.Database != db || atJob.Slot != slot || atJob.Plugin != "wal2json" || atJob.Active ||
+		atJob.WALStatus != "reserved" || len(atJob.Streams) != 1 || atJob.Streams[0] != stream {
+		t.Errorf("the job's sample: %+v (job started %s)", atJob, jobs[0].Started)
+	}
+	// Nothing was committed before the job: the lag runs from the slot's
+	// confirmed position, behind the rows inserted after it was created.
+	if atJob.WALHeld <= 0 || atJob.Lag <= 0 || atJob.Lag > atJob.WALHeld {
+		t.Errorf("the job's sample holds %d bytes with a lag of %d", atJob.WALHeld, atJob.Lag)
+	}
+	if got, _ := json.Marshal(atJob.SlotHealth); string(got) != string(mustJSON(t, jobs[0].Slots[0])) {
+		t.Errorf("the sample %s is not the job's slot %s", got, mustJSON(t, jobs[0].Slots[0]))
+	}
+
+	testpg.Exec(t, pg, db, `INSERT INTO watched SELECT g, repeat('x', 1000) FROM generate_series(101, 2100) g`)
+	state, err := store.State()
+	if err != nil || state.Bookmarks[stream] == nil || state.Bookmarks[stream].LSN == 0 {
+		t.Fatalf("committed state: %+v %v", state, err)
+	}
+	committed := pglogrepl.LSN(state.Bookmarks[stream].LSN).String()
+	conn, err := pgx.Connect(t.Context(), pg.ConnString(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// What the sample must match: the WAL held and the lag behind the
+	// committed state, read before and after it was taken.
+	type slotRow struct {
+		held, lag int64
+		safe      *int64
+	}
+	readSlot := func() slotRow {
+		t.Helper()
+		var r slotRow
+		if err := conn.QueryRow(t.Context(), `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
+				pg_wal_lsn_diff(pg_current_wal_lsn(), $2::pg_lsn)::bigint, safe_wal_size
+			FROM pg_replication_slots WHERE slot_name = $1`, slot, committed).Scan(&r.held, &r.lag, &r.safe); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	in, err := runner.LoadIntegration(integration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sample runs the sampler until the store has more than n samples.
+	sample := func(in *runner.Integration, n int, log *slog.Logger) runner.SlotSample {
+		t.Helper()
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runner.SampleSlots(ctx, []*runner.Integration{in}, storeDir, 20*time.Millisecond, time.Now, log)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if samples, err = store.SlotSamples(time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			if len(samples) > n {
+				return samples[len(samples)-1]
+			}
+		}
+		t.Fatalf("no new sample within 10 s: %+v", samples)
+		return runner.SlotSample{}
+	}
+	before := readSlot()
+	last := sample(in, 1, slog.New(slog.DiscardHandler))
+	after := readSlot()
+	if last.WALHeld < atJob.WALHeld+2_000_000 || last.WALHeld < before.held || last.WALHeld > after.held {
+		t.Errorf("sampled WAL held %d: want more than the job's %d by the 2 MB written, and between %d and %d as pg_replication_slots says",
+			last.WALHeld, atJob.WALHeld, before.held, after.held)
+	}
+	if last.Lag < 2_000_000 || last.Lag < before.lag || last.Lag > after.lag || last.Lag >= last.WALHeld {
+		t.Errorf("sampled lag %d: want the 2 MB written since the committed lsn %s, between %d and %d", last.Lag, committed, before.lag, after.lag)
+	}
+	if (last.SafeWALSize == nil) != (after.safe == nil) || last.Active || last.WALStatus != "reserved" || last.Plugin != "wal2json" || last.Streams[0] != stream {
+		t.Errorf("sample %+v, pg_replication_slots safe_wal_size %v", last, after.safe)
+	}
+
+	srv := httptest.NewServer(runner.MetricsHandler([]*runner.Integration{in}, storeDir, time.Now))
+	defer srv.Close()
+	families := scrape(t, srv.URL)
+	wal := families["tap_postgres_slot_wal_held_bytes"]
+	if wal == nil || len(wal.Metric) != 1 || label(wal.Metric[0], "slot") != slot || label(wal.Metric[0], "database") != db ||
+		label(wal.Metric[0], "wal_status") != "reserved" || label(wal.Metric[0], "integration") != "watched" {
+		t.Fatalf("tap_postgres_slot_wal_held_bytes: %v", wal)
+	}
+	if got := wal.Metric[0].GetGauge().GetValue(); got != float64(last.WALHeld) || got < float64(before.held) || got > float64(after.held) {
+		t.Errorf("tap_postgres_slot_wal_held_bytes = %v, want the newest sample's %d, which pg_replication_slots put between %d and %d",
+			got, last.WALHeld, before.held, after.held)
+	}
+	if got := value(families, "tap_postgres_slot_lag_bytes", "slot", slot); got != float64(last.Lag) {
+		t.Errorf("tap_postgres_slot_lag_bytes = %v, want %d", got, last.Lag)
+	}
+	if active := families["tap_postgres_slot_active"]; active == nil || len(active.Metric) != 1 || active.Metric[0].GetGauge().GetValue() != 0 {
+		t.Errorf("tap_postgres_slot_active: %v", active)
+	}
+
+	// A source that refuses the sampler is one WARNING, however often
+	// it refuses.
+	wrong := writeIntegration(t, strings.Replace(body, "${RUNNER_TEST_PASSWORD}", "wrong", 1))
+	refused, err := runner.LoadIntegration(wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	runner.SampleSlots(ctx, []*runner.Integration{refused}, storeDir, 20*time.Millisecond, time.Now, slog.New(slog.NewTextHandler(&logged, nil)))
+	cancel()
+	if n := strings.Count(logged.String(), "level=WARN"); n != 1 || !strings.Contains(logged.String(), "slot health not sampled") || !strings.Contains(logged.String(), "password authentication failed") {
+		t.Errorf("%d warnings for a sampler refused repeatedly:\n%s", n, logged.String())
+	}
+
+	testpg.Exec(t, pg, db, fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", slot))
+	if gone := sample(in, len(samples), slog.New(slog.DiscardHandler)); gone.WALStatus != engine.SlotMissing || gone.Slot != slot || gone.WALHeld != 0 {
+		t.Errorf("a dropped slot sampled as %+v", gone)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
