@@ -50,7 +50,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 		return code
 	}
 	if args[0] == "serve" {
-		return serveCommand(ctx, cl.integrations, cl.store, cl.http, stderr)
+		return serveCommand(ctx, cl.integrations, cl.store, cl.http, cl.httpToken, stderr)
 	}
 	in, err := LoadIntegration(cl.integrations[0])
 	if err != nil {
@@ -152,7 +152,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, clock fu
 }
 
 // serveCommand runs every integration on its schedule until SIGINT/SIGTERM.
-func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string, stderr io.Writer) int {
+func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr, httpToken string, stderr io.Writer) int {
 	var ins []*Integration
 	for _, p := range paths {
 		in, err := LoadIntegration(p)
@@ -176,7 +176,11 @@ func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string
 		}
 		owners[in.StoreKey()] = in.Name
 	}
+	controls := NewControls(ins)
 	if httpAddr != "" {
+		if _, _, err := net.SplitHostPort(httpAddr); err != nil {
+			httpAddr = net.JoinHostPort(strings.Trim(httpAddr, "[]"), defaultHTTPPort)
+		}
 		listener, err := net.Listen("tcp", httpAddr)
 		if err != nil {
 			fmt.Fprintf(stderr, "CRITICAL serve --http %s: %v\n", httpAddr, err)
@@ -184,7 +188,11 @@ func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", MetricsHandler(ins, storeDir, time.Now))
-		mux.Handle("/", StatusHandler(ins, storeDir, time.Now))
+		var actions *Actions
+		if httpToken != "" {
+			actions = &Actions{Token: httpToken, Controls: controls}
+		}
+		mux.Handle("/", StatusHandler(ins, storeDir, time.Now, actions))
 		server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = server.Serve(listener) }()
 		defer server.Close()
@@ -199,7 +207,7 @@ func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr string
 		defer store.Close()
 		_, err = RunJob(ctx, in, store, time.Now, shared)
 		return err
-	})
+	}, controls)
 	if err != nil {
 		fmt.Fprintf(stderr, "CRITICAL %s\n", oneLine(err))
 		return 1
@@ -264,6 +272,7 @@ type commandLine struct {
 	job          int
 	asJSON       bool
 	http         string
+	httpToken    string
 }
 
 // parseCommandLine reads a subcommand's flags; nil with the exit status
@@ -284,6 +293,7 @@ func parseCommandLine(args []string, stderr io.Writer) (*commandLine, int) {
 	fs.IntVar(&cl.job, "job", 0, "logs: the job (default: the last)")
 	fs.BoolVar(&cl.asJSON, "json", false, "report: JSON instead of tables")
 	fs.StringVar(&cl.http, "http", "", "serve: also serve a status page and /metrics (Prometheus) at this address, e.g. 127.0.0.1:9187")
+	fs.StringVar(&cl.httpToken, "http-token", "", "serve --http: enable the status page's actions (run now, stop, reset table), each of which must carry this token (at least 16 characters; better given by "+httpTokenEnv+", which ps does not show)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, 0
@@ -296,6 +306,17 @@ func parseCommandLine(args []string, stderr io.Writer) (*commandLine, int) {
 		return nil, 2
 	}
 	cl.store = location
+	if cl.httpToken != "" && cl.http == "" {
+		fmt.Fprintln(stderr, "CRITICAL usage: --http-token goes with serve --http")
+		return nil, 2
+	}
+	if cl.httpToken == "" && cl.http != "" {
+		cl.httpToken = os.Getenv(httpTokenEnv)
+	}
+	if cl.httpToken != "" && len(cl.httpToken) < minHTTPTokenChars {
+		fmt.Fprintf(stderr, "CRITICAL usage: the status page's token (--http-token or %s) has fewer than %d characters\n", httpTokenEnv, minHTTPTokenChars)
+		return nil, 2
+	}
 	if len(integrations) == 0 || args[0] != "serve" && len(integrations) > 1 {
 		fmt.Fprintln(stderr, "CRITICAL usage: --integration is required (once; serve takes several)")
 		return nil, 2
@@ -303,6 +324,16 @@ func parseCommandLine(args []string, stderr io.Writer) (*commandLine, int) {
 	cl.integrations = integrations
 	return cl, 0
 }
+
+// httpTokenEnv holds the status page's action token when --http-token is
+// not given.
+const httpTokenEnv = "TAP_POSTGRES_HTTP_TOKEN"
+
+// minHTTPTokenChars keeps a guessable token from guarding the actions.
+const minHTTPTokenChars = 16
+
+// defaultHTTPPort is --http's port when the address has none.
+const defaultHTTPPort = "8080"
 
 // storeEnv holds the store's location when neither --store nor
 // --store-file is given: a password in a command line is in every user's

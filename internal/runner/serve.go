@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,7 +32,9 @@ type JobFunc func(ctx context.Context, in *Integration) error
 // logged. When ctx ends, running jobs get the cancellation (a LOG_BASED job
 // stops between transactions with a final STATE that is committed) and
 // Serve returns once they are done.
-func Serve(ctx context.Context, integrations []*Integration, clock Clock, log *slog.Logger, run JobFunc) error {
+// controls, when not nil, lets the status page start a job now and stop
+// the running one.
+func Serve(ctx context.Context, integrations []*Integration, clock Clock, log *slog.Logger, run JobFunc, controls *Controls) error {
 	schedules := make([]schedule.Schedule, len(integrations))
 	for i, in := range integrations {
 		if in.Schedule == (schedule.Spec{}) {
@@ -48,14 +51,14 @@ func Serve(ctx context.Context, integrations []*Integration, clock Clock, log *s
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveOne(ctx, in, schedules[i], clock, log, run)
+			serveOne(ctx, in, schedules[i], clock, log, run, controls.of(in))
 		}()
 	}
 	wg.Wait()
 	return nil
 }
 
-func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clock Clock, log *slog.Logger, run JobFunc) {
+func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clock Clock, log *slog.Logger, run JobFunc, control *jobControl) {
 	var jobs sync.WaitGroup
 	defer jobs.Wait()
 	running := make(chan struct{}, 1)
@@ -72,20 +75,27 @@ func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clo
 	}
 	log.Info(fmt.Sprintf("integration %q: %s; first job at %s", in.Name, sched, next.UTC().Format(time.RFC3339)))
 	for {
+		tick, asked := next, false
 		select {
 		case <-ctx.Done():
 			return
 		case <-clock.After(next.Sub(clock.Now())):
+			next = sched.Next(tick)
+		case <-control.asked():
+			tick, asked = clock.Now(), true
+			log.Info(fmt.Sprintf("integration %q: a job was asked for from the status page", in.Name))
 		}
-		tick := next
-		next = sched.Next(tick)
 		select {
 		case running <- struct{}{}:
 			jobs.Add(1)
+			jobCtx, stop := context.WithCancel(ctx)
+			control.started(stop)
 			go func() {
 				defer jobs.Done()
 				defer func() { <-running }()
-				if err := run(ctx, in); err != nil {
+				defer control.ended()
+				defer stop()
+				if err := run(jobCtx, in); err != nil {
 					log.Error(fmt.Sprintf("integration %q: job failed: %v", in.Name, err))
 				}
 			}()
@@ -93,9 +103,100 @@ func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clo
 			log.Warn(fmt.Sprintf("integration %q: the job due at %s is skipped: the previous job is still running",
 				in.Name, tick.UTC().Format(time.RFC3339)))
 		}
-		if next.IsZero() {
+		if next.IsZero() && !asked {
 			log.Error(fmt.Sprintf("integration %q: %s fires no more after %s; no further job is scheduled", in.Name, sched, tick.UTC().Format(time.RFC3339)))
 			return
 		}
+	}
+}
+
+// Controls are what the status page's actions (README, "Metrics and status
+// pages") ask of the jobs this serve runs: a job now, or the running one
+// stopped as SIGTERM stops it.
+type Controls struct {
+	jobs map[*Integration]*jobControl
+}
+
+// NewControls prepares the controls of integrations' jobs.
+func NewControls(integrations []*Integration) *Controls {
+	c := &Controls{jobs: map[*Integration]*jobControl{}}
+	for _, in := range integrations {
+		c.jobs[in] = &jobControl{ask: make(chan struct{}, 1)}
+	}
+	return c
+}
+
+// jobControl is one integration's: a request for a job, and how to stop
+// the running one.
+type jobControl struct {
+	ask  chan struct{}
+	mu   sync.Mutex
+	stop context.CancelFunc
+}
+
+// Errors of the actions, which the page shows as they are.
+var (
+	errJobRunning   = errors.New("a job of this integration is running: wait for it to end, or stop it")
+	errNoJobRunning = errors.New("no job of this integration runs in this serve (a job another process runs is stopped there)")
+	errJobAsked     = errors.New("a job was already asked for and has not started yet")
+)
+
+func (c *Controls) of(in *Integration) *jobControl {
+	if c == nil {
+		return nil
+	}
+	return c.jobs[in]
+}
+
+// RunNow asks for a job of in at once, refused while one runs.
+func (c *Controls) RunNow(in *Integration) error {
+	j := c.of(in)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.stop != nil {
+		return errJobRunning
+	}
+	select {
+	case j.ask <- struct{}{}:
+		return nil
+	default:
+		return errJobAsked
+	}
+}
+
+// Stop stops in's running job: the tap ends with a last STATE, which the
+// destination commits, as at SIGTERM.
+func (c *Controls) Stop(in *Integration) error {
+	j := c.of(in)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.stop == nil {
+		return errNoJobRunning
+	}
+	j.stop()
+	return nil
+}
+
+// asked delivers requests for a job; never without controls.
+func (j *jobControl) asked() <-chan struct{} {
+	if j == nil {
+		return nil
+	}
+	return j.ask
+}
+
+func (j *jobControl) started(stop context.CancelFunc) {
+	if j != nil {
+		j.mu.Lock()
+		j.stop = stop
+		j.mu.Unlock()
+	}
+}
+
+func (j *jobControl) ended() {
+	if j != nil {
+		j.mu.Lock()
+		j.stop = nil
+		j.mu.Unlock()
 	}
 }

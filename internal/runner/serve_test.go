@@ -3,6 +3,7 @@ package runner
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -99,7 +100,7 @@ func TestServeAnchoredScheduleSkipsBusyTicks(t *testing.T) {
 	log := logging.NewExtraction(&logs, &logMu, "main", clock.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- Serve(ctx, []*Integration{in}, clock, log, run) }()
+	go func() { done <- Serve(ctx, []*Integration{in}, clock, log, run, nil) }()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(starts) }
 	waiting := func(n int) func() bool {
 		return func() bool { clock.mu.Lock(); defer clock.mu.Unlock(); return len(clock.waiters) >= n }
@@ -135,8 +136,61 @@ func TestServeAnchoredScheduleSkipsBusyTicks(t *testing.T) {
 	}
 }
 
+// TestServeControls: the status page's "run now" starts a job between
+// scheduled ones, is refused while a job runs, and "stop" cancels the
+// running job's context (as SIGTERM does) and nothing else.
+func TestServeControls(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2024, 6, 1, 10, 7, 0, 0, time.UTC)}
+	in := &Integration{Name: "daily", Schedule: schedule.Spec{Frequency: "24h", Anchor: "2024-01-01T00:00:00Z"}}
+	controls := NewControls([]*Integration{in})
+	var mu sync.Mutex
+	starts, stopped := 0, 0
+	run := func(ctx context.Context, _ *Integration) error {
+		mu.Lock()
+		starts++
+		mu.Unlock()
+		<-ctx.Done()
+		mu.Lock()
+		stopped++
+		mu.Unlock()
+		return nil
+	}
+	counts := func() (int, int) { mu.Lock(); defer mu.Unlock(); return starts, stopped }
+	var logs bytes.Buffer
+	log := logging.NewExtraction(&logs, &sync.Mutex{}, "main", clock.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- Serve(ctx, []*Integration{in}, clock, log, run, controls) }()
+
+	if err := controls.Stop(in); !errors.Is(err, errNoJobRunning) {
+		t.Fatalf("stop with no job: %v", err)
+	}
+	if err := controls.RunNow(in); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the asked-for job", func() bool { s, _ := counts(); return s == 1 })
+	if err := controls.RunNow(in); !errors.Is(err, errJobRunning) {
+		t.Fatalf("run now while a job runs: %v", err)
+	}
+	if err := controls.Stop(in); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the job to stop", func() bool { _, s := counts(); return s == 1 })
+	waitFor(t, "the job to end", func() bool { return controls.Stop(in) != nil })
+	if s, _ := counts(); s != 1 {
+		t.Fatalf("%d jobs started, want the one asked for (the schedule's next is at midnight)", s)
+	}
+	// The schedule goes on as before.
+	clock.advance(14 * time.Hour)
+	waitFor(t, "the scheduled job", func() bool { s, _ := counts(); return s == 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestServeNeedsSchedules(t *testing.T) {
-	err := Serve(context.Background(), []*Integration{{Name: "none"}}, &fakeClock{}, nil, nil)
+	err := Serve(context.Background(), []*Integration{{Name: "none"}}, &fakeClock{}, nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), `integration "none" has no schedule`) {
 		t.Fatalf("error = %v", err)
 	}
@@ -170,7 +224,7 @@ func TestServeNeverTreatsZeroTimeAsDue(t *testing.T) {
 	in := &Integration{Name: "never"}
 
 	done := make(chan struct{})
-	go func() { serveOne(context.Background(), in, noMoreStarts{}, clock, log, run); close(done) }()
+	go func() { serveOne(context.Background(), in, noMoreStarts{}, clock, log, run, nil); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -183,7 +237,7 @@ func TestServeNeverTreatsZeroTimeAsDue(t *testing.T) {
 	last := clock.now.Add(time.Hour)
 	done = make(chan struct{})
 	go func() {
-		serveOne(context.Background(), in, noMoreStarts{starts: []time.Time{last}}, clock, log, run)
+		serveOne(context.Background(), in, noMoreStarts{starts: []time.Time{last}}, clock, log, run, nil)
 		close(done)
 	}()
 	waitFor(t, "the scheduler to wait", func() bool { clock.mu.Lock(); defer clock.mu.Unlock(); return len(clock.waiters) == 1 })
