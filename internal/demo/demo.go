@@ -247,6 +247,8 @@ func run(ctx context.Context, o options, stdout io.Writer) (err error) {
 	}
 	fmt.Fprintf(stdout, "\nthe cluster keeps running on port %d:\n  source:      %s\n  destination: %s\n", cluster.Port, cluster.ConnString(source), cluster.ConnString(warehouse))
 	fmt.Fprintf(stdout, "change the source, then run a job and see what it loaded:\n  %s\n  %s\n", command("run"), command("report"))
+	fmt.Fprintf(stdout, "or serve its status page (jobs, logs, loading report, slot; a job runs at once, then hourly), and open http://127.0.0.1:8080/:\n  %s\n",
+		command("serve")+" --http 127.0.0.1:8080")
 	fmt.Fprintf(stdout, "stop it and remove its files:\n  %s demo --stop --out %s\n", o.program, outDir)
 	return nil
 }
