@@ -42,8 +42,9 @@ func chromiumPath(t *testing.T) string {
 // integrations after real jobs in headless Chromium: the extraction-log
 // bars (one per job, coloured by status) link to the jobs' logs, the
 // loading report's figures are `report --json`'s, and the slot panel shows
-// the WAL the slot holds after writes. Its screenshot is saved in the
-// test's directory (and, with -update, as the README's docs/status-page.png).
+// the WAL the slot holds after writes; "Run now", with the token, runs a
+// job. Its screenshot is kept when it fails (and, with -update, written as
+// the README's docs/status-page.png).
 func TestStatusPageInBrowser(t *testing.T) {
 	browser := chromiumPath(t)
 	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
@@ -83,6 +84,8 @@ tables: [{schema: public, table: customers}]
 	// Writes after the last job: the slot holds their WAL.
 	testpg.Exec(t, pg, db, `INSERT INTO orders SELECT g, g, repeat('n', 200) FROM generate_series(501, 3000) g`)
 
+	const token = "browser-test-token-of-the-page"
+	t.Setenv("TAP_POSTGRES_HTTP_TOKEN", token)
 	addr := freeAddress(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan int)
@@ -223,6 +226,35 @@ tables: [{schema: public, table: customers}]
 		if err := os.WriteFile(filepath.Join("..", "..", "docs", "status-page.png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	// "Run now", with the token typed into its form, runs a job that
+	// streams the writes.
+	must(t, chromedp.Do(browserCtx,
+		chromedp.SendKeys(chromedp.CSS(`form[action$="/run"] input[name=token]`), token),
+		chromedp.Click(chromedp.CSS(`form[action$="/run"] button`)),
+		chromedp.WaitVisible(chromedp.CSS("p.message"))))
+	if message := run(t, browserCtx, chromedp.Text(chromedp.CSS("p.message"))); !strings.Contains(message, "a job was asked for") {
+		t.Errorf("run now answered %q", message)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		must(t, chromedp.Do(browserCtx, chromedp.Navigate(base+"/integrations/shop_changes"), chromedp.WaitVisible(chromedp.ID("extractions"))))
+		statuses := run(t, browserCtx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("svg rect[data-job]")].map(r => r.dataset.status)`))
+		if strings.Join(statuses, ",") == "succeeded,succeeded,succeeded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			capture()
+			t.Fatalf("after run now, the bars are %q; want a third job that succeeded", statuses)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if rows := run(t, browserCtx, chromedp.Text(chromedp.CSS(`#loads tr[data-job="3"] .rows`))); rows != "2500" {
+		t.Errorf("the asked-for job loaded %s rows, want the 2500 inserted after job 2", rows)
+	}
+	if page := run(t, browserCtx, chromedp.Evaluate[string](`document.documentElement.outerHTML`)); strings.Contains(page, token) || strings.Contains(page, pg.Password) {
+		t.Errorf("the page shows the token or the source's password")
 	}
 }
 
