@@ -35,6 +35,8 @@ type Engine struct {
 	states *stateCadence
 	// slots are what Slots reports.
 	slots []SlotHealth
+	// changes are what Changes reports.
+	changes map[string]ChangeCounts
 }
 
 // New prepares an engine. clock is injected so tests control versions and

@@ -54,6 +54,8 @@ type logStream struct {
 	// recopy is set when a change cannot be carried by the log (a truncated
 	// partition): the bookmark stays put and is wiped when the run ends.
 	recopy bool
+	// changes counts what the stream sent, by kind.
+	changes ChangeCounts
 }
 
 // logRun streams one database's slot into its LOG_BASED streams.
@@ -101,6 +103,7 @@ func (e *Engine) streamDatabase(ctx context.Context, ld *logDatabase, catalog *s
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	r := e.newLogRun(ld, catalog, state, out, conn)
+	defer e.keepChanges(r.streams)
 	var start, ack uint64
 	var tables []wal2json.Table
 	toRoot := map[[2]string]*logStream{}
@@ -428,6 +431,7 @@ func (r *logRun) change(ctx context.Context, ls *logStream, ev *logical.Event) e
 		r.setCommitTime(ev.CommitTime)
 	}
 	at := ev.LSN
+	ls.changes.count(ev.Op)
 	switch ev.Op {
 	case logical.OpInsert:
 		return r.upsertRow(ctx, ls, ev, false, false)
@@ -963,3 +967,47 @@ func (r *logRun) finish(reason string, lastKeepalive logical.LSN) error {
 	r.sinceState = 0
 	return r.e.states.force(r.out, r.state)
 }
+
+// ChangeCounts are the row changes a LOG_BASED stream sent, by kind: what
+// a loading report shows beside the rows loaded.
+type ChangeCounts struct {
+	Inserts int64 `json:"inserts"`
+	Updates int64 `json:"updates"`
+	Deletes int64 `json:"deletes"`
+}
+
+func (c *ChangeCounts) count(op logical.Op) {
+	switch op {
+	case logical.OpInsert:
+		c.Inserts++
+	case logical.OpUpdate:
+		c.Updates++
+	case logical.OpDelete:
+		c.Deletes++
+	}
+}
+
+// keepChanges adds the streams' counts to what Changes reports; a
+// partitioned root is reached through each of its partitions, and counted
+// once.
+func (e *Engine) keepChanges(streams map[[2]string]*logStream) {
+	seen := map[*logStream]bool{}
+	for _, ls := range streams {
+		if ls == nil || seen[ls] || ls.changes == (ChangeCounts{}) {
+			continue
+		}
+		seen[ls] = true
+		if e.changes == nil {
+			e.changes = map[string]ChangeCounts{}
+		}
+		c := e.changes[ls.p.name]
+		c.Inserts += ls.changes.Inserts
+		c.Updates += ls.changes.Updates
+		c.Deletes += ls.changes.Deletes
+		e.changes[ls.p.name] = c
+	}
+}
+
+// Changes are the row changes the last Sync's LOG_BASED streams sent, by
+// stream name; streams that sent none are absent.
+func (e *Engine) Changes() map[string]ChangeCounts { return e.changes }

@@ -102,6 +102,8 @@ func TestConsume(t *testing.T) {
 		// activate counts ACTIVATE_VERSION messages.
 		activate int
 		lsn      uint64
+		// changes are what the loading report shows.
+		changes ChangeCounts
 	}{
 		{
 			name: "insert, update, delete in one transaction",
@@ -113,7 +115,8 @@ func TestConsume(t *testing.T) {
 			records: []string{`{"id":1,"name":"pen","price":1.50,"_sdc_deleted_at":null}`,
 				`{"id":1,"name":"pen","price":99999999.99,"_sdc_deleted_at":null}`,
 				`{"id":1,"_sdc_deleted_at":"2026-11-30T08:00:00.250000+00:00"}`},
-			lsn: end,
+			lsn:     end,
+			changes: ChangeCounts{Inserts: 1, Updates: 1, Deletes: 1},
 		},
 		{
 			name: "a key change is a delete of the old key, then the new row",
@@ -122,7 +125,8 @@ func TestConsume(t *testing.T) {
 				commit(0x2100), keepalive(end)},
 			records: []string{`{"id":1,"_sdc_deleted_at":"2026-11-30T08:00:00.250000+00:00"}`,
 				`{"id":2,"name":"cup","price":null,"_sdc_deleted_at":null}`},
-			lsn: end,
+			lsn:     end,
+			changes: ChangeCounts{Updates: 1},
 		},
 		{
 			name: "unchanged TOAST value taken from the old row (REPLICA IDENTITY FULL)",
@@ -131,6 +135,7 @@ func TestConsume(t *testing.T) {
 				commit(0x2100), keepalive(end)},
 			records: []string{`{"id":3,"name":"long text","price":2.00,"_sdc_deleted_at":null}`},
 			lsn:     end,
+			changes: ChangeCounts{Updates: 1},
 		},
 		{
 			name: "TRUNCATE is a new version; other tables are passed over",
@@ -150,7 +155,8 @@ func TestConsume(t *testing.T) {
 				commit(0x5080)},
 			records: []string{`{"id":4,"name":"early","price":0.10,"_sdc_deleted_at":null}`,
 				`{"id":5,"name":"late","price":0.20,"_sdc_deleted_at":null}`},
-			lsn: 0x5080,
+			lsn:     0x5080,
+			changes: ChangeCounts{Inserts: 2},
 		},
 		{
 			name:   "an idle database moves to the server's position",
@@ -214,6 +220,10 @@ func TestConsume(t *testing.T) {
 			}
 			if last == nil {
 				t.Error("no final STATE")
+			}
+			e.keepChanges(r.streams)
+			if got := e.Changes()[p.name]; got != tc.changes {
+				t.Errorf("changes %+v, want %+v", got, tc.changes)
 			}
 		})
 	}

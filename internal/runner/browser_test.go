@@ -184,22 +184,34 @@ tables: [{schema: public, table: customers}]
 	// the slot holds the WAL of the writes after its last job.
 	must(t, chromedp.Do(browserCtx, chromedp.Navigate(base+"/integrations/shop_changes"), chromedp.WaitVisible(chromedp.ID("slots"))))
 	checkBars("Shop Changes", []string{"succeeded", "succeeded"})
+	type changeCounts struct{ Inserts, Updates, Deletes int64 }
 	type load struct {
-		Job    int    `json:"job"`
-		Stream string `json:"stream"`
-		Rows   int64  `json:"rows"`
-		Status string `json:"status"`
+		Job     int           `json:"job"`
+		Stream  string        `json:"stream"`
+		Rows    int64         `json:"rows"`
+		Changes *changeCounts `json:"changes"`
+		Status  string        `json:"status"`
 	}
 	shown := run(t, browserCtx, chromedp.Evaluate[[]load](`[...document.querySelectorAll("#loads tr[data-job]")].map(tr => ({
 		job: +tr.dataset.job, stream: tr.dataset.table, rows: +tr.querySelector(".rows").textContent,
-		status: tr.querySelector("td:nth-child(7)").textContent}))`))
+		changes: tr.querySelector(".changes").textContent === "-" ? null :
+			(([i, u, d]) => ({Inserts: i, Updates: u, Deletes: d}))(tr.querySelector(".changes").textContent.split(" / ").map(Number)),
+		status: tr.querySelector("td:nth-child(8)").textContent}))`))
 	code, out := runMain(t, "report", "--integration", changes, "--store", store, "--json")
 	var report struct{ Loads []load }
 	if err := json.Unmarshal([]byte(out), &report); code != 0 || err != nil {
 		t.Fatalf("report --json: %v\n%s", err, out)
 	}
-	if fmt.Sprint(shown) != fmt.Sprint(report.Loads) || len(shown) != 2 || shown[1].Rows != 130 {
-		t.Errorf("the page's loading report %+v, report --json %+v (job 2 loaded 120 updates and 10 deletes)", shown, report.Loads)
+	text := func(loads []load) string {
+		var b strings.Builder
+		for _, l := range loads {
+			fmt.Fprintf(&b, "%d %s %d %v %s; ", l.Job, l.Stream, l.Rows, l.Changes, l.Status)
+		}
+		return b.String()
+	}
+	want := "1 orders 500 <nil> succeeded; 2 orders 130 &{0 120 10} succeeded; "
+	if text(shown) != text(report.Loads) || text(shown) != want {
+		t.Errorf("the page's loading report %s\nreport --json %s\nwant %s (job 2 sent 120 updates and 10 deletes)", text(shown), text(report.Loads), want)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -252,6 +264,9 @@ tables: [{schema: public, table: customers}]
 	}
 	if rows := run(t, browserCtx, chromedp.Text(chromedp.CSS(`#loads tr[data-job="3"] .rows`))); rows != "2500" {
 		t.Errorf("the asked-for job loaded %s rows, want the 2500 inserted after job 2", rows)
+	}
+	if changes := run(t, browserCtx, chromedp.Text(chromedp.CSS(`#loads tr[data-job="3"] .changes`))); changes != "2500 / 0 / 0" {
+		t.Errorf("the asked-for job sent %s inserts / updates / deletes, want 2500 / 0 / 0", changes)
 	}
 	if page := run(t, browserCtx, chromedp.Evaluate[string](`document.documentElement.outerHTML`)); strings.Contains(page, token) || strings.Contains(page, pg.Password) {
 		t.Errorf("the page shows the token or the source's password")

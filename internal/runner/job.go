@@ -276,6 +276,7 @@ func runJob(ctx context.Context, in *Integration, store Store, clock func() time
 	syncErr := eng.Sync(ctx, catalog, state, singer.NewWriter(dest))
 	closeErr := dest.Close()
 	job.Slots = eng.Slots()
+	job.Changes = eng.Changes()
 	job.Durations = map[string]time.Duration{}
 	job.Sent = dest.Received()
 	loaded := dest.Rows()

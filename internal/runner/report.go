@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tap-postgres/tap-postgres/internal/engine"
 )
 
 // TableLoad is one table's line of a loading report.
@@ -20,10 +22,13 @@ type TableLoad struct {
 	// not, unknown (nil) for jobs recorded before it was kept.
 	Rows     int64  `json:"rows"`
 	RowsSent *int64 `json:"rows_sent,omitempty"`
-	Duration string `json:"duration"`
-	Bookmark string `json:"bookmark"`
-	Status   string `json:"status"`
-	Error    string `json:"error,omitempty"`
+	// Changes are a LOG_BASED table's sent changes by kind; nil for other
+	// methods, which cannot tell them apart.
+	Changes  *engine.ChangeCounts `json:"changes,omitempty"`
+	Duration string               `json:"duration"`
+	Bookmark string               `json:"bookmark"`
+	Status   string               `json:"status"`
+	Error    string               `json:"error,omitempty"`
 }
 
 // LoadingReport lists per job and table what was loaded, and per table the
@@ -61,6 +66,9 @@ func Report(jobs []JobRecord, now time.Time) LoadingReport {
 			if sent, ok := j.Sent[s]; ok {
 				load.RowsSent = &sent
 			}
+			if c, ok := j.Changes[s]; ok {
+				load.Changes = &c
+			}
 			r.Loads = append(r.Loads, load)
 			if now.Sub(j.Finished) <= 24*time.Hour {
 				r.Last24h[s] += j.Rows[s]
@@ -78,15 +86,19 @@ func (r LoadingReport) Print(w io.Writer, asJSON bool) error {
 		return enc.Encode(r)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tFINISHED\tTABLE\tROWS LOADED\tROWS SENT\tDURATION\tMAX BOOKMARK\tSTATUS\tERROR")
+	fmt.Fprintln(tw, "JOB\tFINISHED\tTABLE\tROWS LOADED\tROWS SENT\tINS/UPD/DEL\tDURATION\tMAX BOOKMARK\tSTATUS\tERROR")
 	for _, l := range r.Loads {
 		sent := "-"
 		if l.RowsSent != nil {
 			sent = strconv.FormatInt(*l.RowsSent, 10)
 		}
+		changes := "-"
+		if c := l.Changes; c != nil {
+			changes = fmt.Sprintf("%d/%d/%d", c.Inserts, c.Updates, c.Deletes)
+		}
 		// An error of several lines would break the table's rows.
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", l.Job, l.Finished.Format(time.RFC3339), l.Stream, l.Rows, sent,
-			l.Duration, l.Bookmark, l.Status, strings.ReplaceAll(l.Error, "\n", "; "))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Job, l.Finished.Format(time.RFC3339), l.Stream, l.Rows, sent,
+			changes, l.Duration, l.Bookmark, l.Status, strings.ReplaceAll(l.Error, "\n", "; "))
 	}
 	fmt.Fprintln(tw, "\nTABLE\tROWS LOADED IN THE LAST 24 H")
 	tables := make([]string, 0, len(r.Last24h))

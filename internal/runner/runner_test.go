@@ -57,8 +57,8 @@ func TestReportOfOldJobRecords(t *testing.T) {
 	if err := report.Print(&asJSON, true); err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^1 +\S+ +accounts +4 +- +1ms +Bookmark Unavailable +succeeded *$`).MatchString(text.String()) ||
-		!regexp.MustCompile(`(?m)^2 +\S+ +accounts +0 +4 +1m0s +Bookmark Unavailable +failed +one; two$`).MatchString(text.String()) ||
+	if !regexp.MustCompile(`(?m)^1 +\S+ +accounts +4 +- +- +1ms +Bookmark Unavailable +succeeded *$`).MatchString(text.String()) ||
+		!regexp.MustCompile(`(?m)^2 +\S+ +accounts +0 +4 +- +1m0s +Bookmark Unavailable +failed +one; two$`).MatchString(text.String()) ||
 		!regexp.MustCompile(`(?m)^accounts +4$`).MatchString(text.String()) {
 		t.Fatalf("report:\n%s", text.String())
 	}

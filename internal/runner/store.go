@@ -178,6 +178,8 @@ type JobRecord struct {
 	// Slots are the LOG_BASED slots the job streamed from, as it found
 	// them (WAL held, wal_status).
 	Slots []engine.SlotHealth `json:"slots,omitempty"`
+	// Changes are the row changes LOG_BASED streams sent, by kind.
+	Changes map[string]engine.ChangeCounts `json:"changes,omitempty"`
 	// Durations are per stream, from its first record to its last.
 	Durations map[string]time.Duration `json:"durations,omitempty"`
 	// Bookmarks are INCREMENTAL streams' replication key values after the
