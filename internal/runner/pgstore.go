@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tap-postgres/tap-postgres/internal/connect"
 	"github.com/tap-postgres/tap-postgres/internal/singer"
@@ -38,6 +40,9 @@ type pgStore struct {
 	schema      string
 	integration string
 	lockKey     int64
+	// noSlotHistory says why slot samples are neither kept nor read (a
+	// store of an earlier version whose role cannot add their table).
+	noSlotHistory error
 
 	mu   sync.Mutex // guards the fields below and the use of both connections
 	conn *pgx.Conn
@@ -135,35 +140,55 @@ func (s *pgStore) tables() [][2]string {
 
 // setup creates what is missing, under a transaction-level advisory lock so
 // that two machines starting at once do not race on the catalog. A store
-// whose tables exist needs no privilege to create anything.
+// whose tables exist needs no privilege to create anything; one made by an
+// earlier version gets only its missing tables, and when its role may not
+// create slot_samples it works on without slot history (said by every
+// read and write of it) rather than refusing every job.
 func (s *pgStore) setup(ctx context.Context) error {
 	tables := s.tables()
 	names := make([]string, len(tables))
 	for i, t := range tables {
 		names[i] = t[0]
 	}
-	var present int
-	if err := s.conn.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = ANY($2)`,
-		s.schema, names).Scan(&present); err != nil {
+	var present []string
+	var schemaExists bool
+	if err := s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1),
+			coalesce((SELECT array_agg(tablename::text) FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = ANY($2)), '{}')`,
+		s.schema, names).Scan(&schemaExists, &present); err != nil {
 		return err
 	}
-	if present == len(names) {
+	var missing [][2]string
+	for _, t := range tables {
+		if !slices.Contains(present, t[0]) {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
 		return nil
 	}
-	return pgx.BeginFunc(ctx, s.conn, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, advisoryKey("setup", s.schema)); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{s.schema}.Sanitize()); err != nil {
-			return err
+		if !schemaExists {
+			if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{s.schema}.Sanitize()); err != nil {
+				return err
+			}
 		}
-		for _, t := range tables {
+		for _, t := range missing {
 			if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+s.table(t[0])+" ("+t[1]+")"); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	var pgErr *pgconn.PgError
+	if len(missing) == 1 && missing[0][0] == "slot_samples" && errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		s.noSlotHistory = fmt.Errorf("slot history is off: the store has no table %s and its role may not create it (%s); as the store's owner: CREATE TABLE %s (%s)",
+			s.table("slot_samples"), pgErr.Message, s.table("slot_samples"), strings.Join(strings.Fields(missing[0][1]), " "))
+		return nil
+	}
+	return err
 }
 
 // do runs fn on the store's connection, reconnecting first if it broke,
@@ -524,6 +549,9 @@ func (s *pgStore) SaveNaming(n Naming) error {
 // delete cheap at every append. It goes through the store's connection,
 // not the job lock's: serve samples while a job runs.
 func (s *pgStore) AppendSlotSamples(samples []SlotSample) error {
+	if s.noSlotHistory != nil {
+		return s.noSlotHistory
+	}
 	samples, horizon := recentSamples(samples)
 	if len(samples) == 0 {
 		return nil
@@ -555,6 +583,9 @@ func (s *pgStore) AppendSlotSamples(samples []SlotSample) error {
 }
 
 func (s *pgStore) SlotSamples(since time.Time) ([]SlotSample, error) {
+	if s.noSlotHistory != nil {
+		return nil, s.noSlotHistory
+	}
 	var samples []SlotSample
 	err := s.do("read slot samples", func(ctx context.Context, conn *pgx.Conn) error {
 		rows, err := conn.Query(ctx, "SELECT sample FROM "+s.table("slot_samples")+" WHERE integration = $1 AND at >= $2 ORDER BY at, database, slot",

@@ -619,3 +619,51 @@ destination:
 		t.Fatalf("report:\n%s", report)
 	}
 }
+
+// TestPgStoreOfAnEarlierVersion: a store made before slot_samples existed,
+// used by a role that may read and write its tables but create nothing,
+// still opens and runs jobs' bookkeeping; slot history is off, saying why
+// and how to turn it on. With the table there, the same role keeps it.
+func TestPgStoreOfAnEarlierVersion(t *testing.T) {
+	db := storeDatabase(t)
+	openPgStore(t, storeURL(db, ""), "earlier")
+	role := "store_user_" + db[len(db)-8:]
+	testpg.Exec(t, pg, db, fmt.Sprintf(`DROP TABLE tap_postgres_runner.slot_samples;
+		CREATE ROLE %[1]s LOGIN PASSWORD 'store-user-secret';
+		GRANT USAGE ON SCHEMA tap_postgres_runner TO %[1]s;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tap_postgres_runner TO %[1]s;
+		REVOKE CREATE ON DATABASE %[2]s FROM PUBLIC;`, role, pgx.Identifier{db}.Sanitize()))
+	t.Cleanup(func() {
+		_ = pg.Exec(context.Background(), db, fmt.Sprintf(`DROP OWNED BY %[1]s; DROP ROLE %[1]s`, role))
+	})
+	u, err := url.Parse(storeURL(db, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, "store-user-secret")
+	store := openPgStore(t, u.String(), "earlier")
+	if err := store.AppendJob(runner.JobRecord{ID: 1, Started: time.Now(), Status: "succeeded"}); err != nil {
+		t.Fatalf("a job's record in a store without slot_samples: %v", err)
+	}
+	sample := runner.SlotSample{At: time.Now()}
+	sample.Database, sample.Slot, sample.WALHeld = "shop", "s", 100
+	err = store.AppendSlotSamples([]runner.SlotSample{sample})
+	if err == nil || !strings.Contains(err.Error(), "slot history is off") || !strings.Contains(err.Error(), "CREATE TABLE") {
+		t.Fatalf("slot samples without their table: %v", err)
+	}
+	if _, err := store.SlotSamples(time.Time{}); err == nil || !strings.Contains(err.Error(), "slot history is off") {
+		t.Fatalf("slot history read without its table: %v", err)
+	}
+
+	// The owner adds the table, as the error says; the role then keeps
+	// samples without creating anything.
+	testpg.Exec(t, pg, db, fmt.Sprintf(`%s; GRANT SELECT, INSERT, DELETE ON tap_postgres_runner.slot_samples TO %s`,
+		strings.TrimSuffix(strings.SplitN(err.Error(), "as the store's owner: ", 2)[1], ";"), role))
+	store = openPgStore(t, u.String(), "earlier")
+	if err := store.AppendSlotSamples([]runner.SlotSample{sample}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.SlotSamples(time.Time{}); err != nil || len(got) != 1 || got[0].WALHeld != 100 {
+		t.Fatalf("slot history after the table was added: %v %+v", err, got)
+	}
+}
