@@ -61,6 +61,7 @@ func Serve(ctx context.Context, integrations []*Integration, clock Clock, log *s
 func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clock Clock, log *slog.Logger, run JobFunc, control *jobControl) {
 	var jobs sync.WaitGroup
 	defer jobs.Wait()
+	defer control.close()
 	running := make(chan struct{}, 1)
 	next := sched.Next(clock.Now())
 	if iv, ok := sched.(schedule.Interval); ok && !iv.Anchored {
@@ -74,6 +75,19 @@ func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clo
 		return
 	}
 	log.Info(fmt.Sprintf("integration %q: %s; first job at %s", in.Name, sched, next.UTC().Format(time.RFC3339)))
+	start := func() {
+		jobs.Add(1)
+		jobCtx, stop := context.WithCancel(ctx)
+		control.started(stop)
+		go func() {
+			defer jobs.Done()
+			defer control.ended(running)
+			defer stop()
+			if err := run(jobCtx, in); err != nil {
+				log.Error(fmt.Sprintf("integration %q: job failed: %v", in.Name, err))
+			}
+		}()
+	}
 	for {
 		tick, asked := next, false
 		select {
@@ -85,23 +99,27 @@ func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clo
 			tick, asked = clock.Now(), true
 			log.Info(fmt.Sprintf("integration %q: a job was asked for from the status page", in.Name))
 		}
-		select {
-		case running <- struct{}{}:
-			jobs.Add(1)
-			jobCtx, stop := context.WithCancel(ctx)
-			control.started(stop)
-			go func() {
-				defer jobs.Done()
-				defer func() { <-running }()
-				defer control.ended()
-				defer stop()
-				if err := run(jobCtx, in); err != nil {
-					log.Error(fmt.Sprintf("integration %q: job failed: %v", in.Name, err))
-				}
-			}()
+		if ctx.Err() != nil {
+			return // both were ready: shutting down wins
+		}
+		switch {
+		case asked:
+			// The page said the job starts: one ending just now is let
+			// finish first, never dropped.
+			select {
+			case running <- struct{}{}:
+				start()
+			case <-ctx.Done():
+				return
+			}
 		default:
-			log.Warn(fmt.Sprintf("integration %q: the job due at %s is skipped: the previous job is still running",
-				in.Name, tick.UTC().Format(time.RFC3339)))
+			select {
+			case running <- struct{}{}:
+				start()
+			default:
+				log.Warn(fmt.Sprintf("integration %q: the job due at %s is skipped: the previous job is still running",
+					in.Name, tick.UTC().Format(time.RFC3339)))
+			}
 		}
 		if next.IsZero() && !asked {
 			log.Error(fmt.Sprintf("integration %q: %s fires no more after %s; no further job is scheduled", in.Name, sched, tick.UTC().Format(time.RFC3339)))
@@ -129,9 +147,10 @@ func NewControls(integrations []*Integration) *Controls {
 // jobControl is one integration's: a request for a job, and how to stop
 // the running one.
 type jobControl struct {
-	ask  chan struct{}
-	mu   sync.Mutex
-	stop context.CancelFunc
+	ask    chan struct{}
+	mu     sync.Mutex
+	stop   context.CancelFunc
+	closed bool
 }
 
 // Errors of the actions, which the page shows as they are.
@@ -139,6 +158,7 @@ var (
 	errJobRunning   = errors.New("a job of this integration is running: wait for it to end, or stop it")
 	errNoJobRunning = errors.New("no job of this integration runs in this serve (a job another process runs is stopped there)")
 	errJobAsked     = errors.New("a job was already asked for and has not started yet")
+	errNotServing   = errors.New("serve no longer schedules this integration's jobs (it is stopping, or its schedule has no next start)")
 )
 
 func (c *Controls) of(in *Integration) *jobControl {
@@ -153,7 +173,10 @@ func (c *Controls) RunNow(in *Integration) error {
 	j := c.of(in)
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.stop != nil {
+	switch {
+	case j.closed:
+		return errNotServing
+	case j.stop != nil:
 		return errJobRunning
 	}
 	select {
@@ -193,10 +216,24 @@ func (j *jobControl) started(stop context.CancelFunc) {
 	}
 }
 
-func (j *jobControl) ended() {
+// ended frees the integration's running slot and forgets the job's stop
+// together, so that no request sees one without the other.
+func (j *jobControl) ended(running <-chan struct{}) {
+	if j == nil {
+		<-running
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	<-running
+	j.stop = nil
+}
+
+// close refuses later requests: no loop reads them any more.
+func (j *jobControl) close() {
 	if j != nil {
 		j.mu.Lock()
-		j.stop = nil
+		j.closed = true
 		j.mu.Unlock()
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -138,6 +141,55 @@ func TestServeAnchoredScheduleSkipsBusyTicks(t *testing.T) {
 
 // TestServeControls: the status page's "run now" starts a job between
 // scheduled ones, is refused while a job runs, and "stop" cancels the
+// TestServeNeverDropsAnAskedJob: a request accepted as soon as the
+// previous job ends runs, 300 times over. (The window the fix closed — the
+// job forgotten before its slot was freed — is a few instructions wide;
+// this test did not hit it in 2000 rounds with the old code, a stress run
+// of the review did, 123 times in 18940.)
+func TestServeNeverDropsAnAskedJob(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2024, 6, 1, 10, 7, 0, 0, time.UTC)}
+	in := &Integration{Name: "daily", Schedule: schedule.Spec{Frequency: "24h", Anchor: "2024-01-01T00:00:00Z"}}
+	controls := NewControls([]*Integration{in})
+	release := make(chan struct{})
+	var mu sync.Mutex
+	starts := 0
+	run := func(context.Context, *Integration) error {
+		mu.Lock()
+		starts++
+		mu.Unlock()
+		<-release
+		return nil
+	}
+	started := func() int { mu.Lock(); defer mu.Unlock(); return starts }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- Serve(ctx, []*Integration{in}, clock, logging.New(io.Discard, slog.LevelInfo), run, controls)
+	}()
+	if err := controls.RunNow(in); err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 300; n++ {
+		waitFor(t, fmt.Sprintf("job %d", n), func() bool { return started() == n })
+		release <- struct{}{}
+		// Asked for as the job ends: refused while it is known to run,
+		// then accepted, and then it must run.
+		for {
+			err := controls.RunNow(in)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, errJobRunning) {
+				t.Fatalf("ask %d: %v", n, err)
+			}
+		}
+	}
+	waitFor(t, "the last asked-for job", func() bool { return started() == 301 })
+	cancel()
+	close(release)
+	<-done
+}
+
 // running job's context (as SIGTERM does) and nothing else.
 func TestServeControls(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2024, 6, 1, 10, 7, 0, 0, time.UTC)}
@@ -186,6 +238,11 @@ func TestServeControls(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	// Nothing reads requests once serve returned: they are refused, not
+	// promised.
+	if err := controls.RunNow(in); !errors.Is(err, errNotServing) {
+		t.Fatalf("run now after serve returned: %v", err)
 	}
 }
 

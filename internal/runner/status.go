@@ -147,7 +147,9 @@ func (s *statusPages) integration(w http.ResponseWriter, r *http.Request) {
 		s.render(w, status, "missing", err.Error())
 		return
 	}
-	page.Message = r.URL.Query().Get("done")
+	// A fixed text per action: a link cannot put words of its own on the
+	// page where the token is typed.
+	page.Message = actionDone[r.URL.Query().Get("done")]
 	s.render(w, http.StatusOK, "integration", page)
 }
 
@@ -338,15 +340,18 @@ func (s *statusPages) render(w http.ResponseWriter, status int, page string, dat
 }
 
 // act checks an action's token, then runs it: 403 without actions or with
-// a wrong token, 404 for no such integration.
-func (s *statusPages) act(action func(r *http.Request, in *Integration) (string, error)) http.HandlerFunc {
+// a wrong token, 404 for no such integration, 409 when it cannot be done
+// now; done, it sends the browser back to the page with its actionDone
+// code.
+func (s *statusPages) act(action func(r *http.Request, in *Integration) (done string, err error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.actions == nil {
 			s.render(w, http.StatusForbidden, "missing", "actions are off: serve was started without --http-token")
 			return
 		}
-		token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if token == "" {
+		// A proxy's own Authorization (Basic) leaves the form's token.
+		token, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !bearer {
 			token = r.PostFormValue("token")
 		}
 		if subtle.ConstantTimeCompare([]byte(token), []byte(s.actions.Token)) != 1 {
@@ -363,22 +368,24 @@ func (s *statusPages) act(action func(r *http.Request, in *Integration) (string,
 			s.render(w, http.StatusConflict, "missing", oneLine(err))
 			return
 		}
-		http.Redirect(w, r, "/integrations/"+in.StoreKey()+"?done="+url.QueryEscape(done), http.StatusSeeOther)
+		http.Redirect(w, r, "/integrations/"+url.PathEscape(in.StoreKey())+"?done="+done, http.StatusSeeOther)
 	}
+}
+
+// actionDone is what the page says after each action, by the code its
+// redirect carries.
+var actionDone = map[string]string{
+	"run":   "a job was asked for: it starts in a moment (after the job that is ending, if one is)",
+	"stop":  "the running job was told to stop: it ends after its last STATE is loaded",
+	"reset": "the stream was reset: the next job copies it again",
 }
 
 func (s *statusPages) runNow(_ *http.Request, in *Integration) (string, error) {
-	if err := s.actions.Controls.RunNow(in); err != nil {
-		return "", err
-	}
-	return "a job was asked for: it starts in a moment", nil
+	return "run", s.actions.Controls.RunNow(in)
 }
 
 func (s *statusPages) stop(_ *http.Request, in *Integration) (string, error) {
-	if err := s.actions.Controls.Stop(in); err != nil {
-		return "", err
-	}
-	return "the running job was told to stop: it ends after its last STATE is loaded", nil
+	return "stop", s.actions.Controls.Stop(in)
 }
 
 func (s *statusPages) reset(r *http.Request, in *Integration) (string, error) {
@@ -390,8 +397,5 @@ func (s *statusPages) reset(r *http.Request, in *Integration) (string, error) {
 		return "", err
 	}
 	defer store.Close()
-	if err := Reset(ctx, store, stream); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("stream %s was reset: the next job copies it again", stream), nil
+	return "reset", Reset(ctx, store, stream)
 }

@@ -122,6 +122,24 @@ destination: {type: jsonl, path: %s}
 	post(t, acting.URL+"/integrations/shown_shop/run", url.Values{"token": {token}}, 200, "a job was asked for")
 	post(t, acting.URL+"/integrations/shown_shop/run", url.Values{"token": {token}}, 409, "already asked for")
 	post(t, acting.URL+"/integrations/shown_shop/stop", url.Values{"token": {token}}, 409, "no job of this integration runs")
+	// The token also comes as a bearer header; a proxy's Basic header
+	// leaves the form's.
+	for _, h := range []struct{ authorization, form string }{{"Bearer " + token, ""}, {"Basic dXNlcjpwdw==", token}} {
+		req, _ := http.NewRequest("POST", acting.URL+"/integrations/shown_shop/stop", strings.NewReader(url.Values{"token": {h.form}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", h.authorization)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusConflict { // past the token: no job runs
+			t.Errorf("stop with Authorization %q and form token %q: %d, want 409", h.authorization, h.form, resp.StatusCode)
+		}
+	}
+	if page := get("/integrations/shown_shop?done=Type+your+token+at+evil.example", 200); strings.Contains(page, "evil.example") {
+		t.Errorf("the page shows a message the link made up")
+	}
 	post(t, acting.URL+"/integrations/shown_shop/reset", url.Values{"token": {token}, "stream": {"nope"}}, 409, "has no bookmark")
 	post(t, acting.URL+"/integrations/shown_shop/reset", url.Values{"token": {token}, "stream": {db + "-public-shown"}}, 200, "was reset")
 	if page := get("/integrations/shown_shop", 200); strings.Contains(page, "<option>"+db+"-public-shown</option>") {
