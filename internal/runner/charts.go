@@ -3,6 +3,7 @@ package runner
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 )
@@ -210,13 +211,30 @@ func slotChart(samples []SlotSample, now time.Time) lineChart {
 	top := niceCount(float64(most))
 	x := func(t time.Time) float64 { return c.Left + plotW*t.Sub(start).Seconds()/slotHistory.Seconds() }
 	y := func(v int64) float64 { return c.Bottom - plotH*float64(v)/top }
-	var held, lag []byte
+	// A week of minute samples is ten thousand points a slot: one per
+	// unit of width is all a line can show, each its bucket's highest (the
+	// peak is what matters of WAL held).
+	type point struct{ held, lag int64 }
+	buckets := make([]*point, int(plotW)+1)
 	for _, s := range samples {
-		if s.At.Before(start) {
+		if s.At.Before(start) || s.At.After(now) {
 			continue
 		}
-		held = fmt.Appendf(held, "%.1f,%.1f ", x(s.At), y(s.WALHeld))
-		lag = fmt.Appendf(lag, "%.1f,%.1f ", x(s.At), y(s.Lag))
+		i := int(x(s.At) - c.Left)
+		if buckets[i] == nil {
+			buckets[i] = &point{s.WALHeld, s.Lag}
+		} else {
+			buckets[i].held, buckets[i].lag = max(buckets[i].held, s.WALHeld), max(buckets[i].lag, s.Lag)
+		}
+	}
+	var held, lag []byte
+	for i, p := range buckets {
+		if p == nil {
+			continue
+		}
+		px := c.Left + float64(i)
+		held = fmt.Appendf(held, "%.1f,%.1f ", px, y(p.held))
+		lag = fmt.Appendf(lag, "%.1f,%.1f ", px, y(p.lag))
 	}
 	c.Lines = []chartLine{{Class: "held", Name: "WAL held", Points: string(held)}, {Class: "lag", Name: "lag", Points: string(lag)}}
 	for d := 0; d <= int(slotHistory/(24*time.Hour)); d++ {
@@ -227,8 +245,12 @@ func slotChart(samples []SlotSample, now time.Time) lineChart {
 	return c
 }
 
-// bytesText is a byte count as people read it.
+// bytesText is a byte count as people read it; a negative one (a slot's
+// safe_wal_size once it is past max_slot_wal_keep_size) keeps its sign.
 func bytesText(n int64) string {
+	if n < 0 && n != math.MinInt64 {
+		return "-" + bytesText(-n)
+	}
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))

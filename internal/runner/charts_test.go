@@ -136,3 +136,40 @@ func TestSlotChart(t *testing.T) {
 		t.Errorf("axis top %s", c.YTicks[1].Text)
 	}
 }
+
+func TestSlotChartOfAWeekOfMinutes(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	var samples []SlotSample
+	for at := now.Add(-slotHistory); !at.After(now); at = at.Add(time.Minute) {
+		s := SlotSample{At: at}
+		s.WALHeld = 1000
+		samples = append(samples, s)
+	}
+	samples[5000].WALHeld = 1 << 30 // a peak of one minute
+	c := slotChart(samples, now)
+	points := strings.Fields(c.Lines[0].Points)
+	if len(points) > int(c.Width) || len(points) < 500 {
+		t.Fatalf("%d points for %d samples, want one per unit of width at most", len(points), len(samples))
+	}
+	peakY := ftoa(c.Bottom - (c.Bottom-chartTop)*float64(1<<30)/niceCount(1<<30))
+	peaks := 0
+	for _, p := range points {
+		if strings.HasSuffix(p, ","+peakY) {
+			peaks++
+		}
+	}
+	if peaks != 1 {
+		t.Errorf("the one-minute peak is drawn %d times (at y %s), want once", peaks, peakY)
+	}
+}
+
+func TestBytesText(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{{0, "0 B"}, {1023, "1023 B"}, {1536, "1.5 KiB"}, {5 << 20, "5.0 MiB"}, {3 << 30, "3.0 GiB"}, {-(2 << 20), "-2.0 MiB"}} {
+		if got := bytesText(tc.n); got != tc.want {
+			t.Errorf("bytesText(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
