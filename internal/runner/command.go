@@ -178,9 +178,7 @@ func serveCommand(ctx context.Context, paths []string, storeDir, httpAddr, httpT
 	}
 	controls := NewControls(ins)
 	if httpAddr != "" {
-		if _, _, err := net.SplitHostPort(httpAddr); err != nil {
-			httpAddr = net.JoinHostPort(strings.Trim(httpAddr, "[]"), defaultHTTPPort)
-		}
+		httpAddr = httpAddress(httpAddr)
 		listener, err := net.Listen("tcp", httpAddr)
 		if err != nil {
 			fmt.Fprintf(stderr, "CRITICAL serve --http %s: %v\n", httpAddr, err)
@@ -334,6 +332,15 @@ const minHTTPTokenChars = 16
 
 // defaultHTTPPort is --http's port when the address has none.
 const defaultHTTPPort = "8080"
+
+// httpAddress is --http's address to listen on: host:port as given, or a
+// host alone on defaultHTTPPort.
+func httpAddress(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	return net.JoinHostPort(strings.Trim(addr, "[]"), defaultHTTPPort)
+}
 
 // storeEnv holds the store's location when neither --store nor
 // --store-file is given: a password in a command line is in every user's

@@ -322,3 +322,14 @@ func TestSubcommandHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPAddress(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:9187": "127.0.0.1:9187", "127.0.0.1": "127.0.0.1:8080", "localhost": "localhost:8080",
+		"[::1]": "[::1]:8080", "[::1]:9000": "[::1]:9000", ":9000": ":9000",
+	} {
+		if got := httpAddress(addr); got != want {
+			t.Errorf("httpAddress(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
