@@ -29,10 +29,14 @@ const slotSampleEvery = time.Minute
 // answering must not stall its sampler for good.
 const slotSampleTimeout = time.Minute
 
-// samplesAt stamps slots with the time they were read.
+// samplesAt stamps slots with the time they were read. A sample leaves
+// out the slot's Streams: kept every minute for a week they would repeat
+// the database's stream ids tens of thousands of times, and the sampler
+// reads them from the job record (the last job's Slots keep them).
 func samplesAt(at time.Time, slots []engine.SlotHealth) []SlotSample {
 	samples := make([]SlotSample, len(slots))
 	for i, s := range slots {
+		s.Streams = nil
 		samples[i] = SlotSample{At: at.UTC(), SlotHealth: s}
 	}
 	return samples

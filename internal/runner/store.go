@@ -425,8 +425,8 @@ func (s *dirStore) scanSlotSamples(fn func(line []byte, smp SlotSample)) error {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	// A slot's sample lists its database's streams: thousands make a long
-	// line.
+	// Samples written by an earlier version list their database's
+	// streams: thousands make a long line.
 	sc.Buffer(make([]byte, 64<<10), 256<<20)
 	for sc.Scan() {
 		var smp SlotSample
