@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -359,4 +360,78 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestSlotSamplesLockWaitIsBounded: an append to the directory store's
+// slot history waits for slots.lock, held by another writer, at most
+// 10 s, then fails naming the file; one whose holder lets go meanwhile
+// goes through. A job appends its samples holding its job lock: a stuck
+// holder must not hold up the job's end for good.
+func TestSlotSamplesLockWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	store := openLocalStore(t, root, "locked")
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	sample := func(slot string) []runner.SlotSample {
+		return []runner.SlotSample{{At: at, SlotHealth: engine.SlotHealth{Database: "d", Slot: slot, WALStatus: "reserved"}}}
+	}
+	if err := store.AppendSlotSamples(sample("first")); err != nil {
+		t.Fatal(err)
+	}
+	lockPath := filepath.Join(root, "locked", "slots.lock")
+	hold := func() (release func()) {
+		t.Helper()
+		f, err := os.OpenFile(lockPath, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
+		return func() { f.Close() }
+	}
+	appendAsync := func(slot string) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- store.AppendSlotSamples(sample(slot)) }()
+		return done
+	}
+
+	release := hold()
+	start := time.Now()
+	select {
+	case err := <-appendAsync("refused"):
+		waited := time.Since(start)
+		if err == nil || !strings.Contains(err.Error(), lockPath) {
+			t.Errorf("append with slots.lock held: %v, want an error naming %s", err, lockPath)
+		}
+		if waited < 9*time.Second {
+			t.Errorf("append gave up after %s, want about 10 s", waited)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("append still waiting for slots.lock after 15 s")
+	}
+
+	start = time.Now()
+	done := appendAsync("waited")
+	time.Sleep(300 * time.Millisecond)
+	release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("append after the lock was let go: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("append still waiting for slots.lock, let go 15 s ago")
+	}
+	samples, err := store.SlotSamples(time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slots []string
+	for _, s := range samples {
+		slots = append(slots, s.Slot)
+	}
+	if strings.Join(slots, " ") != "first waited" {
+		t.Errorf("samples kept: %q, want first and waited", slots)
+	}
 }

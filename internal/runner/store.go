@@ -383,19 +383,42 @@ func (s *dirStore) AppendSlotSamples(samples []SlotSample) error {
 	return nil
 }
 
-// lockSlots takes the lock of slots.jsonl's writers. It is held for one
-// write, or a rewrite once a day, so waiting for it is short; the kernel
-// releases it with its holder.
+// slotsLockWait bounds the wait for slots.lock. Its holders keep it for
+// one write, or a rewrite once a day, so it comes in well under that; a
+// holder stuck longer (a hung disk, a process stopped) makes the append an
+// error rather than a wait for good: a job appends its samples as it ends,
+// holding its job lock.
+const slotsLockWait = 10 * time.Second
+
+// slotsLockRetry is how often a held slots.lock is tried again.
+const slotsLockRetry = 20 * time.Millisecond
+
+// lockSlots takes the lock of slots.jsonl's writers, waiting for it at
+// most slotsLockWait; the kernel releases it with its holder.
 func (s *dirStore) lockSlots() (unlock func(), err error) {
 	f, err := s.dir.OpenFile(slotsLockFile, os.O_CREATE|os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", slotsLockFile, err)
+	deadline := time.Now().Add(slotsLockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		if !time.Now().Before(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: still held by another writer after %s", f.Name(), slotsLockWait)
+		}
+		time.Sleep(slotsLockRetry)
 	}
-	return func() { f.Close() }, nil
 }
 
 // rewriteSlotSamples replaces slots.jsonl with its samples taken at
