@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/tap-postgres/tap-postgres/internal/engine"
+	"github.com/tap-postgres/tap-postgres/internal/singer"
 )
 
 // SlotSample is a slot's health at one time.
@@ -25,8 +25,9 @@ const slotHistory = 7 * 24 * time.Hour
 // slotSampleEvery is how often serve samples the slots between jobs.
 const slotSampleEvery = time.Minute
 
-// slotSampleTimeout bounds one integration's sampling: a source that stops
-// answering must not stall its sampler for good.
+// slotSampleTimeout bounds the reading of one integration's slots from its
+// source: a source that stops answering must not stall its sampler for
+// good.
 const slotSampleTimeout = time.Minute
 
 // samplesAt stamps slots with the time they were read. A sample leaves
@@ -102,40 +103,60 @@ func SampleSlots(ctx context.Context, integrations []*Integration, location stri
 	wg.Wait()
 }
 
-// sampleSlots reads in's slots once and appends what was read.
+// sampleSlots reads in's slots once and appends what was read. The store
+// is read, then written, in readStore calls of their own; the source is
+// read between them, bounded by slotSampleTimeout: no store (a PostgreSQL
+// store's connection) is held open while a slow source answers (a tunnel,
+// several databases), and the source's bound is its own.
 func sampleSlots(ctx context.Context, in *Integration, location string, clock func() time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, slotSampleTimeout)
-	defer cancel()
+	var known []engine.SlotHealth
+	var state *singer.State
 	err := readStore(ctx, location, in, func(store Store) error {
 		jobs, err := store.Jobs()
 		if err != nil {
 			return err
 		}
-		var known []engine.SlotHealth
-		for _, j := range slices.Backward(jobs) {
-			if len(j.Slots) > 0 {
-				known = j.Slots
-				break
-			}
-		}
-		if known == nil {
+		job := lastSlotJob(jobs)
+		if job == nil {
 			return nil
 		}
-		state, err := store.State()
-		if err != nil {
-			return err
-		}
-		at := clock()
-		// Jobs log how they connect (TLS, tunnel); every minute here would
-		// only repeat it.
-		quiet := slog.New(slog.DiscardHandler)
-		slots, readErr := engine.ReadSlotHealth(ctx, in.config, known, state, quiet)
-		return errors.Join(readErr, store.AppendSlotSamples(samplesAt(at, slots)))
+		known = job.Slots
+		state, err = store.State()
+		return err
 	})
-	if errors.Is(err, errNoJobYet) {
+	if errors.Is(err, errNoJobYet) || (err == nil && known == nil) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	at := clock()
+	readCtx, cancel := context.WithTimeout(ctx, slotSampleTimeout)
+	defer cancel()
+	// Jobs log how they connect (TLS, tunnel); every minute here would
+	// only repeat it.
+	quiet := slog.New(slog.DiscardHandler)
+	slots, readErr := engine.ReadSlotHealth(readCtx, in.config, known, state, quiet)
+	cancel()
+	if len(slots) == 0 {
+		return readErr
+	}
+	err = readStore(ctx, location, in, func(store Store) error {
+		return store.AppendSlotSamples(samplesAt(at, slots))
+	})
+	return errors.Join(readErr, err)
+}
+
+// lastSlotJob is the latest job that recorded slots: the sampler follows
+// its slots (a job that failed before reaching its slots leaves them as
+// they were), and /metrics shows them. Nil when none did.
+func lastSlotJob(jobs []JobRecord) *JobRecord {
+	for i := len(jobs) - 1; i >= 0; i-- {
+		if len(jobs[i].Slots) > 0 {
+			return &jobs[i]
+		}
+	}
+	return nil
 }
 
 // sampleWhileServing runs SampleSlots every slotSampleEvery for serve; the

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/runner"
@@ -362,6 +364,42 @@ func mustJSON(t *testing.T, v any) []byte {
 	return data
 }
 
+// fakeSlotIntegration is an integration of two LOG_BASED databases on
+// host:port whose store at root has one job, which recorded their slots.
+func fakeSlotIntegration(t *testing.T, root, host string, port int, started time.Time) *runner.Integration {
+	t.Helper()
+	path := writeIntegration(t, fmt.Sprintf(`name: fake slots
+connection:
+  host: %s
+  port: %d
+  user: tap
+  password: not-asked
+  dbname: one
+  sslmode: disable
+  connect_timeout: 40
+default_replication_method: LOG_BASED
+tables: [{schema: public, table: watched}]
+destination: {type: jsonl, path: %s}
+`, host, port, filepath.Join(t.TempDir(), "out")))
+	in, err := runner.LoadIntegration(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := runner.OpenStore(context.Background(), root, in.StoreKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	job := runner.JobRecord{ID: 1, Started: started, Finished: started.Add(time.Minute), Status: "succeeded", Slots: []engine.SlotHealth{
+		{Database: "one", Slot: "slot_one", Plugin: "pgoutput", WALStatus: "reserved", WALHeld: 100, Lag: 10, Streams: []string{"one-public-watched"}},
+		{Database: "two", Slot: "slot_two", Plugin: "pgoutput", WALStatus: "reserved", WALHeld: 200, Lag: 20, Streams: []string{"two-public-watched"}},
+	}}
+	if err := store.AppendJob(job); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
 // TestSlotSamplesLockWaitIsBounded: an append to the directory store's
 // slot history waits for slots.lock, held by another writer, at most
 // 10 s, then fails naming the file; one whose holder lets go meanwhile
@@ -434,4 +472,91 @@ func TestSlotSamplesLockWaitIsBounded(t *testing.T) {
 	if strings.Join(slots, " ") != "first waited" {
 		t.Errorf("samples kept: %q, want first and waited", slots)
 	}
+}
+
+// TestSlotSamplingOutlastsTheStoreTimeout: the sampler reads a source whose
+// first database answers only after 11 s — past the 10 s a store is given
+// to open, within the minute the reading of a source is — and reports
+// what both databases said, not a timeout: reading the source is bounded
+// by slotSampleTimeout alone.
+func TestSlotSamplingOutlastsTheStoreTimeout(t *testing.T) {
+	t.Parallel()
+	const late = 11 * time.Second
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	stop := make(chan struct{})
+	t.Cleanup(func() {
+		close(stop)
+		l.Close()
+		conns.Wait()
+	})
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() {
+				defer conn.Close()
+				backend := pgproto3.NewBackend(conn, conn)
+				msg, err := backend.ReceiveStartupMessage()
+				if err != nil {
+					return
+				}
+				message := "the fake server answers at once"
+				if startup, ok := msg.(*pgproto3.StartupMessage); ok && startup.Parameters["database"] == "one" {
+					select {
+					case <-stop:
+						return
+					case <-time.After(late):
+					}
+					message = "the fake server answers late"
+				}
+				backend.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P03", Message: message})
+				_ = backend.Flush()
+			})
+		}
+	}()
+	root := t.TempDir()
+	in := fakeSlotIntegration(t, root, "127.0.0.1", l.Addr().(*net.TCPAddr).Port, time.Now().Add(-time.Hour))
+
+	var logged syncBuffer
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		runner.SampleSlots(ctx, []*runner.Integration{in}, root, time.Hour, time.Now, slog.New(slog.NewTextHandler(&logged, nil)))
+	}()
+	for time.Since(start) < late+10*time.Second && !strings.Contains(logged.String(), "level=WARN") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	waited := time.Since(start)
+	cancel()
+	<-done
+	if out := logged.String(); !strings.Contains(out, "slot health not sampled") || !strings.Contains(out, "the fake server answers late") ||
+		!strings.Contains(out, "the fake server answers at once") || waited < late {
+		t.Errorf("after %s, the sampler of a source answering after %s logged:\n%s", waited.Round(time.Millisecond), late, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
