@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/schedule"
 )
 
@@ -46,11 +45,9 @@ var (
 		"WAL between the committed state of a LOG_BASED slot's streams and the end of WAL, as last sampled.", []string{"integration", "database", "slot"}, nil)
 	descSlotActive = prometheus.NewDesc("tap_postgres_slot_active",
 		"Whether a process was streaming from the LOG_BASED slot (1) or not (0), as last sampled.", []string{"integration", "database", "slot"}, nil)
+	descSlotSampled = prometheus.NewDesc("tap_postgres_slot_sampled_timestamp_seconds",
+		"When the LOG_BASED slot's values shown were read (Unix time): its newest sample, or the last job's view when none is newer.", []string{"integration", "database", "slot"}, nil)
 )
-
-// slotFreshness is how recent a slot sample must be for /metrics: an older
-// one (serve not sampling, no job since) is the last job's view anyway.
-const slotFreshness = time.Hour
 
 // historyCollector reads each integration's history when scraped.
 type historyCollector struct {
@@ -60,7 +57,7 @@ type historyCollector struct {
 }
 
 func (c *historyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStoreUp, descJobs, descDuration, descRowsLoaded, descRecordsSent, descLastSuccess, descNextRun, descSlotWAL, descSlotLag, descSlotActive} {
+	for _, d := range []*prometheus.Desc{descStoreUp, descJobs, descDuration, descRowsLoaded, descRecordsSent, descLastSuccess, descNextRun, descSlotWAL, descSlotLag, descSlotActive, descSlotSampled} {
 		ch <- d
 	}
 }
@@ -71,7 +68,7 @@ func (c *historyCollector) Collect(ch chan<- prometheus.Metric) {
 		if sched, err := schedule.Parse(in.Schedule); err == nil && in.Schedule != (schedule.Spec{}) {
 			ch <- prometheus.MustNewConstMetric(descNextRun, prometheus.GaugeValue, sched.Next(now).Sub(now).Seconds(), in.Name)
 		}
-		jobs, samples, err := c.history(in, now.Add(-slotFreshness))
+		jobs, samples, err := c.history(in, now)
 		up := 1.0
 		if err != nil {
 			up = 0
@@ -84,15 +81,24 @@ func (c *historyCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// history is in's job history and its slot samples since; none before its
-// first job.
-func (c *historyCollector) history(in *Integration, since time.Time) ([]JobRecord, []SlotSample, error) {
+// history is in's job history and the samples of its slots that may be
+// newer than the last job's view of them: those taken since that job
+// started, within slotHistory. None before its first job.
+func (c *historyCollector) history(in *Integration, now time.Time) ([]JobRecord, []SlotSample, error) {
 	var jobs []JobRecord
 	var samples []SlotSample
 	err := readStore(context.Background(), c.store, in, func(store Store) error {
 		var err error
 		if jobs, err = store.Jobs(); err != nil {
 			return err
+		}
+		job := lastSlotJob(jobs)
+		if job == nil {
+			return nil
+		}
+		since := now.Add(-slotHistory)
+		if job.Started.After(since) {
+			since = job.Started
 		}
 		samples, err = store.SlotSamples(since)
 		return err
@@ -103,25 +109,30 @@ func (c *historyCollector) history(in *Integration, since time.Time) ([]JobRecor
 	return jobs, samples, err
 }
 
-// newestSlots is each slot's newest sample.
-func newestSlots(samples []SlotSample) []engine.SlotHealth {
-	newest := map[[2]string]int{}
-	var slots []engine.SlotHealth
-	// Oldest first: a later sample replaces an earlier one.
-	for _, s := range samples {
-		key := [2]string{s.Database, s.Slot}
-		if i, seen := newest[key]; seen {
-			slots[i] = s.SlotHealth
-			continue
-		}
-		newest[key] = len(slots)
-		slots = append(slots, s.SlotHealth)
+// shownSlots are the slots of the latest job that recorded slots, each as
+// its newest sample says, or as that job found it when no sample is newer.
+// Each slot falls back on its own: one whose database cannot be read keeps
+// its series, at the time of its last value, while the others move on.
+func shownSlots(jobs []JobRecord, samples []SlotSample) []SlotSample {
+	job := lastSlotJob(jobs)
+	if job == nil {
+		return nil
 	}
-	return slots
+	shown := samplesAt(job.Started, job.Slots)
+	at := map[[2]string]int{}
+	for i, s := range shown {
+		at[[2]string{s.Database, s.Slot}] = i
+	}
+	for _, s := range samples {
+		if i, ok := at[[2]string{s.Database, s.Slot}]; ok && !s.At.Before(shown[i].At) {
+			shown[i] = s
+		}
+	}
+	return shown
 }
 
-// collectHistory turns the history into metrics; the slots' are their
-// newest samples, the last job's slots when none is recent.
+// collectHistory turns the history into metrics; the slots' are
+// shownSlots'.
 func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord, samples []SlotSample) {
 	statuses := map[string]float64{}
 	loaded, sent := map[string]float64{}, map[string]float64{}
@@ -129,7 +140,6 @@ func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord, 
 	var count uint64
 	var sum float64
 	var lastSuccess time.Time
-	var slots []engine.SlotHealth
 	for _, j := range jobs {
 		statuses[j.Status]++
 		for table, n := range j.Rows {
@@ -151,9 +161,6 @@ func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord, 
 		if j.Status == statusSucceeded && j.Finished.After(lastSuccess) {
 			lastSuccess = j.Finished
 		}
-		if len(j.Slots) > 0 {
-			slots = j.Slots // the latest job's
-		}
 	}
 	for status, n := range statuses {
 		ch <- prometheus.MustNewConstMetric(descJobs, prometheus.CounterValue, n, name, status)
@@ -168,10 +175,7 @@ func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord, 
 	if !lastSuccess.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, float64(lastSuccess.Unix()), name)
 	}
-	if len(samples) > 0 {
-		slots = newestSlots(samples)
-	}
-	for _, s := range slots {
+	for _, s := range shownSlots(jobs, samples) {
 		ch <- prometheus.MustNewConstMetric(descSlotWAL, prometheus.GaugeValue, float64(s.WALHeld), name, s.Database, s.Slot, s.WALStatus)
 		ch <- prometheus.MustNewConstMetric(descSlotLag, prometheus.GaugeValue, float64(s.Lag), name, s.Database, s.Slot)
 		active := 0.0
@@ -179,5 +183,6 @@ func collectHistory(ch chan<- prometheus.Metric, name string, jobs []JobRecord, 
 			active = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descSlotActive, prometheus.GaugeValue, active, name, s.Database, s.Slot)
+		ch <- prometheus.MustNewConstMetric(descSlotSampled, prometheus.GaugeValue, float64(s.At.Unix()), name, s.Database, s.Slot)
 	}
 }

@@ -179,10 +179,11 @@ func TestSlotSamplesKeepAWeek(t *testing.T) {
 // sample (WAL held, lag behind the state it was given); serve's sampler
 // then sees the WAL the slot holds grow with writes to the source, its lag
 // measured from the committed state, and /metrics shows the newest sample,
-// which is what pg_replication_slots says. The job record keeps the slot's
-// streams, which the sampler measures the lag with; no sample stored
-// repeats them, the job's or the sampler's. A slot dropped is sampled as
-// missing; a sampler that cannot connect says so once.
+// which is what pg_replication_slots says, and when it was taken. The job
+// record keeps the slot's streams, which the sampler measures the lag
+// with; no sample stored repeats them, the job's or the sampler's. A slot
+// dropped is sampled as missing; a sampler that cannot connect says so
+// once.
 func TestSlotSamplesFollowTheSlot(t *testing.T) {
 	t.Setenv("RUNNER_TEST_PASSWORD", pg.Password)
 	db := testpg.NewDatabase(t, pg)
@@ -329,6 +330,9 @@ destination: {type: jsonl, path: %s}
 	if active := families["tap_postgres_slot_active"]; active == nil || len(active.Metric) != 1 || active.Metric[0].GetGauge().GetValue() != 0 {
 		t.Errorf("tap_postgres_slot_active: %v", active)
 	}
+	if got := value(families, "tap_postgres_slot_sampled_timestamp_seconds", "slot", slot); got != float64(last.At.Unix()) {
+		t.Errorf("tap_postgres_slot_sampled_timestamp_seconds = %v, want the newest sample's %d (%s)", got, last.At.Unix(), last.At)
+	}
 
 	// A source that refuses the sampler is one WARNING, however often
 	// it refuses.
@@ -398,6 +402,84 @@ destination: {type: jsonl, path: %s}
 		t.Fatal(err)
 	}
 	return in
+}
+
+// TestSlotMetricsPerSlot: /metrics shows each slot of the last job at its
+// newest sample, however old (within the week kept), or as the last job
+// found it when no sample is newer, each slot on its own, with the time of
+// the value shown: a database that cannot be sampled for hours keeps its
+// slot's series while the other's move on. A slot the last job did not
+// stream from is not shown.
+func TestSlotMetricsPerSlot(t *testing.T) {
+	root := t.TempDir()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	in := fakeSlotIntegration(t, root, "127.0.0.1", 5432, t0)
+	store := openLocalStore(t, root, in.StoreKey())
+	sample := func(at time.Time, db, slot string, held int64) runner.SlotSample {
+		return runner.SlotSample{At: at, SlotHealth: engine.SlotHealth{Database: db, Slot: slot, Plugin: "pgoutput", WALStatus: "reserved", WALHeld: held, Lag: held / 10}}
+	}
+	appendSamples := func(samples ...runner.SlotSample) {
+		t.Helper()
+		if err := store.AppendSlotSamples(samples); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type shown struct {
+		held, lag float64
+		at        time.Time
+	}
+	check := func(now time.Time, want map[string]shown) {
+		t.Helper()
+		srv := httptest.NewServer(runner.MetricsHandler([]*runner.Integration{in}, root, func() time.Time { return now }))
+		defer srv.Close()
+		families := scrape(t, srv.URL)
+		for _, name := range []string{"tap_postgres_slot_wal_held_bytes", "tap_postgres_slot_lag_bytes", "tap_postgres_slot_active", "tap_postgres_slot_sampled_timestamp_seconds"} {
+			if n := len(families[name].GetMetric()); n != len(want) {
+				t.Errorf("at %s: %d series of %s, want %d: %v", now, n, name, len(want), families[name])
+			}
+		}
+		for slot, w := range want {
+			got := shown{value(families, "tap_postgres_slot_wal_held_bytes", "slot", slot), value(families, "tap_postgres_slot_lag_bytes", "slot", slot),
+				time.Unix(int64(value(families, "tap_postgres_slot_sampled_timestamp_seconds", "slot", slot)), 0).UTC()}
+			if got != w {
+				t.Errorf("at %s, slot %s shows WAL held %v, lag %v, read at %s; want %v, %v, %s", now, slot, got.held, got.lag, got.at, w.held, w.lag, w.at)
+			}
+		}
+		for _, m := range families["tap_postgres_slot_sampled_timestamp_seconds"].GetMetric() {
+			if want := map[string]string{"slot_one": "one", "slot_two": "two"}[label(m, "slot")]; label(m, "database") != want || label(m, "integration") != in.Name {
+				t.Errorf("tap_postgres_slot_sampled_timestamp_seconds labels: %v", m.GetLabel())
+			}
+		}
+	}
+
+	// Before any sample: the job's view.
+	check(t0.Add(time.Hour), map[string]shown{"slot_one": {100, 10, t0}, "slot_two": {200, 20, t0}})
+	// The job's own samples, then database two unreachable: only slot_one
+	// sampled since, slot_two's series stays at its last value for hours.
+	appendSamples(sample(t0, "one", "slot_one", 100), sample(t0, "two", "slot_two", 200))
+	for m := 1; m <= 180; m += 60 {
+		appendSamples(sample(t0.Add(time.Duration(m)*time.Minute), "one", "slot_one", int64(1000+m)))
+	}
+	// A slot of an earlier configuration, sampled lately, is not the
+	// last job's.
+	appendSamples(sample(t0.Add(3*time.Hour), "three", "slot_three", 5))
+	now := t0.Add(3*time.Hour + 30*time.Second)
+	check(now, map[string]shown{"slot_one": {1121, 112, t0.Add(121 * time.Minute)}, "slot_two": {200, 20, t0}})
+	// Two days on, two's last sample is still shown, at its time.
+	appendSamples(sample(t0.Add(20*time.Hour), "two", "slot_two", 250))
+	check(t0.Add(48*time.Hour), map[string]shown{"slot_one": {1121, 112, t0.Add(121 * time.Minute)}, "slot_two": {250, 25, t0.Add(20 * time.Hour)}})
+
+	// A later job whose samples were not recorded (the history refused
+	// them) is newer than the samples before it; a sample after it wins.
+	t1 := t0.Add(50 * time.Hour)
+	if err := store.AppendJob(runner.JobRecord{ID: 2, Started: t1, Finished: t1.Add(time.Minute), Status: "succeeded", Slots: []engine.SlotHealth{
+		{Database: "one", Slot: "slot_one", WALHeld: 300, Lag: 30, WALStatus: "reserved"},
+		{Database: "two", Slot: "slot_two", WALHeld: 400, Lag: 40, WALStatus: "reserved"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	appendSamples(sample(t1.Add(time.Minute), "two", "slot_two", 410))
+	check(t1.Add(time.Hour), map[string]shown{"slot_one": {300, 30, t1}, "slot_two": {410, 41, t1.Add(time.Minute)}})
 }
 
 // TestSlotSamplesLockWaitIsBounded: an append to the directory store's
