@@ -223,7 +223,7 @@ tables: [{schema: public, table: customers}]
 			slot: document.querySelector("table.slot td:nth-child(2)")?.textContent ?? "",
 			points: document.querySelector("polyline.held")?.getAttribute("points") ?? ""})`))
 		n, _ := strconv.ParseInt(held.Bytes, 10, 64)
-		if held.Slot == slot && n > 500_000 && len(strings.Fields(held.Points)) >= 2 {
+		if held.Slot == slot && n > 500_000 && len(strings.Fields(held.Points)) >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
