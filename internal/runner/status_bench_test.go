@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tap-postgres/tap-postgres/internal/engine"
 	"github.com/tap-postgres/tap-postgres/internal/runner"
 )
 
@@ -60,8 +61,9 @@ destination: {type: jsonl, path: %s}
 			rows[fmt.Sprintf("table_%02d", t)] = int64(id * t)
 		}
 		started := start.Add(time.Duration(id) * time.Hour)
+		slots := []engine.SlotHealth{{Database: "shop", Slot: "a", Plugin: "pgoutput"}, {Database: "shop", Slot: "b", Plugin: "pgoutput"}}
 		if err := s.AppendJob(runner.JobRecord{ID: id, Started: started, Finished: started.Add(time.Minute), Status: "succeeded",
-			Rows: rows, Sent: rows}); err != nil {
+			Rows: rows, Sent: rows, Slots: slots}); err != nil {
 			b.Fatal(err)
 		}
 	}
