@@ -65,24 +65,8 @@ destination: {type: jsonl, path: %s}
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != status {
-			t.Errorf("GET %s: %d, want %d\n%s", path, resp.StatusCode, status, body)
-		}
-		for _, w := range want {
-			if !strings.Contains(string(body), w) {
-				t.Errorf("GET %s lacks %q:\n%s", path, w, body)
-			}
-		}
-		// The token fields are <input type="password">; no value may follow.
-		if strings.Contains(string(body), pg.Password) || strings.Contains(strings.ReplaceAll(string(body), `type="password"`, ""), "password") {
-			t.Errorf("GET %s shows a password:\n%s", path, body)
-		}
-		return string(body)
+		return checkPage(t, "GET "+path, resp, status, want...)
 	}
-	get("/", 200, "Shown Shop", fmt.Sprintf("%s:%d/%s", pg.Host, pg.Port, db), "jsonl", "every 1h0m0s",
-		`<span class="failed">failed</span> (job 3`, "<td>24</td>")
 	today := time.Now().UTC().Format("2006-01-02")
 	page := get("/integrations/shown_shop", 200, `href="/integrations/shown_shop/jobs/1/log"`, `href="/integrations/shown_shop/jobs/2/log"`,
 		`<td>shown</td><td class="rows">12</td><td class="sent">12</td>`, "Bookmark Unavailable",
@@ -162,14 +146,26 @@ func post(t *testing.T, address string, form url.Values, status int, want ...str
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkPage(t, "POST "+address, resp, status, want...)
+}
+
+// checkPage checks an answer's status and content, and that it shows no
+// password; it returns the page.
+func checkPage(t *testing.T, request string, resp *http.Response, status int, want ...string) string {
+	t.Helper()
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != status {
-		t.Errorf("POST %s: %d, want %d\n%s", address, resp.StatusCode, status, body)
+		t.Errorf("%s: %d, want %d\n%s", request, resp.StatusCode, status, body)
 	}
 	for _, w := range want {
 		if !strings.Contains(string(body), w) {
-			t.Errorf("POST %s lacks %q:\n%s", address, w, body)
+			t.Errorf("%s lacks %q:\n%s", request, w, body)
 		}
 	}
+	// The token fields are <input type="password">; no value may follow.
+	if strings.Contains(string(body), pg.Password) || strings.Contains(strings.ReplaceAll(string(body), `type="password"`, ""), "password") {
+		t.Errorf("%s shows a password:\n%s", request, body)
+	}
+	return string(body)
 }
