@@ -83,7 +83,10 @@ func serveOne(ctx context.Context, in *Integration, sched schedule.Schedule, clo
 			defer jobs.Done()
 			defer control.ended(running)
 			defer stop()
-			if err := run(jobCtx, in); err != nil {
+			switch err := run(jobCtx, in); {
+			case errors.Is(err, errStopped):
+				log.Info(fmt.Sprintf("integration %q: the job stopped as asked (from the status page, or serve is stopping); what it loaded is committed", in.Name))
+			case err != nil:
 				log.Error(fmt.Sprintf("integration %q: job failed: %v", in.Name, err))
 			}
 		}()

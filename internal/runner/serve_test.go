@@ -205,11 +205,12 @@ func TestServeControls(t *testing.T) {
 		mu.Lock()
 		stopped++
 		mu.Unlock()
-		return nil
+		return errStopped
 	}
 	counts := func() (int, int) { mu.Lock(); defer mu.Unlock(); return starts, stopped }
 	var logs bytes.Buffer
-	log := logging.NewExtraction(&logs, &sync.Mutex{}, "main", clock.Now)
+	var logMu sync.Mutex
+	log := logging.NewExtraction(&logs, &logMu, "main", clock.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- Serve(ctx, []*Integration{in}, clock, log, run, controls) }()
@@ -231,6 +232,12 @@ func TestServeControls(t *testing.T) {
 	waitFor(t, "the job to end", func() bool { return controls.Stop(in) != nil })
 	if s, _ := counts(); s != 1 {
 		t.Fatalf("%d jobs started, want the one asked for (the schedule's next is at midnight)", s)
+	}
+	logMu.Lock()
+	said := logs.String()
+	logMu.Unlock()
+	if !strings.Contains(said, "the job stopped as asked") || strings.Contains(said, "job failed") {
+		t.Errorf("a job stopped from the page is logged as:\n%s", said)
 	}
 	// The schedule goes on as before.
 	clock.advance(14 * time.Hour)
