@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -44,12 +43,7 @@ destination: {type: jsonl, path: %s}
 	testpg.Exec(t, pg, db, `UPDATE watched SET v = 'w' WHERE id <= 5`)
 
 	// serve runs a job at once; its /metrics is scraped while it runs on.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddress(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan int)
 	var serveErr bytes.Buffer

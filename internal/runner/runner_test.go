@@ -73,7 +73,7 @@ func TestReportOfOldJobRecords(t *testing.T) {
 	}
 }
 
-func writeIntegration(t *testing.T, body string) string {
+func writeIntegration(t testing.TB, body string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "integration.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,8 +19,7 @@ import (
 // hourly jobs leave: two slots' 20,160 samples and 168 jobs of 50 tables.
 func BenchmarkStatusPage(b *testing.B) {
 	store := b.TempDir()
-	integration := filepath.Join(b.TempDir(), "integration.yaml")
-	writeFileB(b, integration, fmt.Sprintf(`name: busy
+	integration := writeIntegration(b, fmt.Sprintf(`name: busy
 connection: {host: 127.0.0.1, port: 5432, user: u, dbname: shop}
 default_replication_method: LOG_BASED
 tables: [{schema: public, table: t}]
@@ -88,12 +86,5 @@ destination: {type: jsonl, path: %s}
 				b.ReportMetric(float64(n), "bytes/page")
 			}
 		})
-	}
-}
-
-func writeFileB(b *testing.B, path, body string) {
-	b.Helper()
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		b.Fatal(err)
 	}
 }
